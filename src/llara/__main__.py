@@ -1,0 +1,3 @@
+from llara.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Readers, validation and atomic writers for every file llara reads or writes."""

@@ -1,0 +1,208 @@
+"""LlaraEncoder: the user-facing embedding API (sentence-transformers / BEIR / MTEB style)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from llara.errors import LlaraError
+from llara.models import load_model, model_fingerprint
+from llara.prompts import PromptBuilder, add_special_tokens, format_document, get_recipe, pool
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "llara.json"  # recipe and lengths saved beside the HF weights
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:  # AVX512-BF16 / AMX: oneDNN runs bf16 natively; elsewhere it is emulated and slow
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype to autocast to, or None for plain fp32."""
+    if precision not in PRECISIONS:
+        raise LlaraError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or bf16_supported(device):
+        return torch.bfloat16
+    return None
+
+
+def side_of(prompt_type) -> str:
+    """Map MTEB's prompt_type / BEIR words to a prompt side."""
+    value = getattr(prompt_type, "value", prompt_type)
+    if value in (None, "passage", "document", "corpus", "doc"):
+        return "passage"
+    if value == "query":
+        return "query"
+    raise LlaraError(f"unknown prompt type {value!r}; use 'query' or 'passage'")
+
+
+class LlaraEncoder:
+    """Embeds queries and passages with a LLaRA recipe.
+
+    >>> enc = LlaraEncoder.from_pretrained("smollm2")  # doctest: +SKIP
+    >>> enc.encode_queries(["what is dense retrieval?"]).shape  # doctest: +SKIP
+    (1, 576)
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        recipe: str = "reference",
+        query_max_length: int = 64,
+        passage_max_length: int = 256,
+        precision: str = "auto",
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.recipe = get_recipe(recipe)
+        if add_special_tokens(model, tokenizer, self.recipe):
+            log.warning(
+                "added %d special tokens to the model; they are untrained until you run `llara pretrain`",
+                len(self.recipe.special_tokens),
+            )
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.prompts = PromptBuilder(tokenizer, self.recipe)
+        self.max_length = {"query": query_max_length, "passage": passage_max_length}
+        self.precision = precision
+        self.amp_dtype = autocast_dtype(precision, self.device)
+        # The transformer body without the LM head: encoding never needs vocabulary logits.
+        self.backbone = getattr(model, model.base_model_prefix, model)
+
+    # ------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike,
+        recipe: str | None = None,
+        trust_remote_code: bool = False,
+        **kwargs,
+    ) -> LlaraEncoder:
+        """`model`: a built-in name (``smollm2``), a GGUF file or a HF folder (llara's own included)."""
+        hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+        saved = {}
+        folder = Path(str(model))
+        if (folder / CONFIG_NAME).is_file():
+            saved = json.loads((folder / CONFIG_NAME).read_text())
+        recipe = recipe or saved.get("recipe", "reference")
+        for key in ("query_max_length", "passage_max_length"):
+            if key in saved:
+                kwargs.setdefault(key, saved[key])
+        return cls(hf_model, tokenizer, recipe=recipe, **kwargs)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        from llara.data.io import write_json
+
+        path = Path(path)
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        write_json(path / CONFIG_NAME, self.config())
+
+    def config(self) -> dict:
+        return {
+            "recipe": self.recipe.name,
+            "query_max_length": self.max_length["query"],
+            "passage_max_length": self.max_length["passage"],
+        }
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model)
+
+    # ---------------------------------------------------------------------------------- encoding
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool = True,
+        convert_to_numpy: bool = True,
+        side: str | None = None,
+        prompt_type=None,
+        max_length: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        **kwargs,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts; float32 [n, dim]. `side` (or MTEB's `prompt_type`) picks the query or the
+        passage prompt; passages by default. Texts are run longest first in length-sorted batches
+        (less padding) and returned in input order."""
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else list(sentences)
+        side = side or side_of(prompt_type)
+        max_length = max_length or self.max_length[side]
+        sequences = self.prompts.build(texts, side, max_length)
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        out = torch.empty((len(texts), self.dim), dtype=torch.float32)
+        if show_progress_bar is None:
+            show_progress_bar = len(texts) > 4 * batch_size and log.getEffectiveLevel() <= logging.INFO
+        batches = list(self._batches(order, sequences, batch_size, max_tokens_per_batch))
+        with tqdm(
+            total=len(texts),
+            desc="encode queries" if side == "query" else "encode passages",
+            unit="text",
+            disable=not show_progress_bar,
+        ) as bar:
+            for idx in batches:
+                out[idx] = self._embed([sequences[i] for i in idx])
+                bar.update(len(idx))
+        if normalize_embeddings:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        if single:
+            out = out[0]
+        return out.numpy() if convert_to_numpy else out
+
+    @staticmethod
+    def _batches(order, sequences, batch_size: int, max_tokens: int | None) -> Iterable[list[int]]:
+        """Fixed-size batches, or batches under a token budget (rows x longest row) if given."""
+        batch: list[int] = []
+        for i in order:
+            width = len(sequences[batch[0]]) if batch else len(sequences[i])
+            too_many = len(batch) >= batch_size if not max_tokens else (len(batch) + 1) * width > max_tokens
+            if batch and too_many:
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    @torch.inference_mode()
+    def _embed(self, sequences: list[list[int]]) -> torch.Tensor:
+        inputs = {k: v.to(self.device) for k, v in self.prompts.pad(sequences).items()}
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            hidden = self.backbone(**inputs).last_hidden_state
+        return pool(hidden.float(), inputs["attention_mask"], self.recipe).cpu()
+
+    def encode_queries(self, queries: Sequence[str], batch_size: int = 32, **kwargs) -> np.ndarray:
+        """Queries take the EBAR ("predict the next passage") prompt."""
+        return self.encode(queries, batch_size=batch_size, side="query", **kwargs)
+
+    def encode_corpus(self, corpus: Sequence[dict | str], batch_size: int = 32, **kwargs) -> np.ndarray:
+        """Documents (BEIR dicts with title/text, or strings) take the EBAE ("summarize") prompt."""
+        return self.encode([format_document(d) for d in corpus], batch_size=batch_size, side="passage", **kwargs)

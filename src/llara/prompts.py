@@ -1,0 +1,179 @@
+"""Every prompt, special token and pooling position llara uses, in one place.
+
+A recipe wraps a text as ``prefix + text + suffix``. Passages take the EBAE side ("summarize"),
+queries the EBAR side ("predict the next"). Pieces are tokenised separately and concatenated, and
+only the text is truncated, so the suffix (and its pooled tokens) always survives and pretraining,
+fine-tuning and encoding see exactly the same ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from llara.errors import LlaraError
+
+SPECIAL_TOKENS = tuple(f"<s{i}>" for i in range(1, 17))
+EOS = "{eos}"  # placeholder for the tokenizer's own end-of-sequence token
+
+SIDES = ("passage", "query")  # passage = EBAE prompt, query = EBAR prompt
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    passage_prefix: str
+    passage_suffix: str
+    query_prefix: str
+    query_suffix: str
+    pooling: str  # "last": mean over the last `pool_tokens` positions; "mean": over all real tokens
+    pool_tokens: int
+    special_tokens: tuple[str, ...] = ()
+
+    def prefix(self, side: str) -> str:
+        return self.passage_prefix if side == "passage" else self.query_prefix
+
+    def suffix(self, side: str) -> str:
+        return self.passage_suffix if side == "passage" else self.query_suffix
+
+
+RECIPES: dict[str, Recipe] = {
+    # What the released LLaRA code trains: 8 added tokens per task, embedding = their mean.
+    "reference": Recipe(
+        name="reference",
+        passage_prefix='"',
+        passage_suffix='", summarize the above passage within eight words: ' + "".join(SPECIAL_TOKENS[:8]),
+        query_prefix='"',
+        query_suffix='", predict the following passage within eight words: ' + "".join(SPECIAL_TOKENS[8:]),
+        pooling="last",
+        pool_tokens=8,
+        special_tokens=SPECIAL_TOKENS,
+    ),
+    # arXiv v1 of the paper: one end-of-sequence token carries the embedding.
+    "paper": Recipe(
+        name="paper",
+        passage_prefix="",
+        passage_suffix=" The original sentence: " + EOS,
+        query_prefix="",
+        query_suffix=" The next sentence: " + EOS,
+        pooling="last",
+        pool_tokens=1,
+    ),
+    # RepLLaMA-style baseline: no LLaRA prompt, last token.
+    "repllama": Recipe(
+        name="repllama",
+        passage_prefix="passage: ",
+        passage_suffix=EOS,
+        query_prefix="query: ",
+        query_suffix=EOS,
+        pooling="last",
+        pool_tokens=1,
+    ),
+    # Same input, mean pooling over every real token: the strongest raw baseline in METHOD.md.
+    "mean": Recipe(
+        name="mean",
+        passage_prefix="passage: ",
+        passage_suffix=EOS,
+        query_prefix="query: ",
+        query_suffix=EOS,
+        pooling="mean",
+        pool_tokens=0,
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise LlaraError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> bool:
+    """Give the tokenizer the recipe's special tokens, growing the embeddings. True if anything changed."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in recipe.special_tokens if t not in vocab]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # New rows start at the mean of the old ones (HF's default), a sane untrained point.
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=None)
+        return True
+    return bool(missing)
+
+
+def format_document(doc: dict | str) -> str:
+    """A corpus document as text: BEIR's title + text, or the string itself."""
+    if isinstance(doc, str):
+        return doc
+    title, text = (doc.get("title") or "").strip(), (doc.get("text") or "").strip()
+    return f"{title} {text}" if title else text
+
+
+class PromptBuilder:
+    """Turns texts into model inputs for one recipe and tokenizer (left padding)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, recipe: Recipe | str) -> None:
+        self.tokenizer = tokenizer
+        self.recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+        for tok in self.recipe.special_tokens:
+            if tok not in tokenizer.get_vocab():
+                raise LlaraError(f"tokenizer lacks the special token {tok}; call add_special_tokens first")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pieces = {
+            side: (self._ids(self.recipe.prefix(side)), self._ids(self.recipe.suffix(side))) for side in SIDES
+        }
+
+    def _ids(self, piece: str) -> list[int]:
+        if not piece:
+            return []
+        piece = piece.replace(EOS, self.tokenizer.eos_token or "")
+        return self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+
+    def special_ids(self, side: str) -> list[int]:
+        """Ids of the tokens that carry the embedding (the last `pool_tokens` of the suffix)."""
+        n = self.recipe.pool_tokens
+        return self.pieces[side][1][-n:] if n else []
+
+    def text_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    def wrap(self, text_ids: list[int], side: str, max_length: int) -> list[int]:
+        """prefix + text (truncated to fit max_length) + suffix."""
+        prefix, suffix = self.pieces[side]
+        room = max_length - len(prefix) - len(suffix)
+        if room < 1:
+            raise LlaraError(
+                f"max length {max_length} leaves no room for text: the {self.recipe.name} {side} prompt "
+                f"alone takes {len(prefix) + len(suffix)} tokens"
+            )
+        return prefix + text_ids[:room] + suffix
+
+    def build(self, texts: list[str], side: str, max_length: int) -> list[list[int]]:
+        return [self.wrap(ids, side, max_length) for ids in self.text_ids(texts)]
+
+    def pad(self, sequences: list[list[int]], multiple_of: int = 8) -> dict[str, torch.Tensor]:
+        """Left-pad into tensors. position_ids count real tokens only, so an embedding does not
+        depend on how much padding its batch neighbours forced on it."""
+        width = max(len(s) for s in sequences)
+        if multiple_of > 1:
+            width = -(-width // multiple_of) * multiple_of
+        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, seq in enumerate(sequences):
+            if seq:
+                input_ids[i, width - len(seq) :] = torch.tensor(seq)
+                mask[i, width - len(seq) :] = 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """The recipe's embedding from last-layer states of a left-padded batch [B, L, H] -> [B, H]."""
+    if recipe.pooling == "last":
+        return hidden[:, -recipe.pool_tokens :, :].mean(dim=1)
+    if recipe.pooling == "mean":
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    raise ValueError(f"unknown pooling {recipe.pooling}")

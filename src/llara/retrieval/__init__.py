@@ -1,0 +1,1 @@
+"""Search backends (FAISS, BM25) and TREC run files."""

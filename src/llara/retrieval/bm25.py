@@ -1,0 +1,25 @@
+"""BM25 with bm25s: lowercase, English stop words (the reference point of METHOD.md)."""
+
+from __future__ import annotations
+
+import bm25s
+
+from llara.retrieval.runs import Run
+
+
+class BM25:
+    def __init__(self, doc_ids: list[str], texts: list[str], stopwords: str = "en") -> None:
+        self.doc_ids = doc_ids
+        self.stopwords = stopwords
+        self.retriever = bm25s.BM25()
+        self.retriever.index(bm25s.tokenize(texts, stopwords=stopwords, show_progress=False), show_progress=False)
+
+    def search(self, query_ids: list[str], queries: list[str], k: int = 1000) -> Run:
+        k = min(k, len(self.doc_ids))
+        tokens = bm25s.tokenize(queries, stopwords=self.stopwords, show_progress=False)
+        rows, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        run: Run = {}
+        for qid, irow, srow in zip(query_ids, rows, scores, strict=True):
+            # bm25s pads with score 0 when fewer than k documents share a term: those are not hits
+            run[qid] = {self.doc_ids[j]: float(s) for j, s in zip(irow, srow, strict=True) if s > 0}
+        return run

@@ -1,0 +1,31 @@
+"""TREC run files: `qid Q0 docid rank score tag`, one line per retrieved document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llara.data.io import atomic_write, iter_lines, parse_score
+from llara.errors import LlaraError
+
+Run = dict[str, dict[str, float]]  # query id -> doc id -> score
+
+
+def write_trec_run(path: str | Path, run: Run, tag: str = "llara") -> None:
+    with atomic_write(path) as f:
+        for qid, scores in run.items():
+            ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+            for rank, (doc_id, score) in enumerate(ranked, start=1):
+                f.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+
+
+def read_trec_run(path: str | Path) -> Run:
+    run: Run = {}
+    for line, text in iter_lines(path):
+        if not text.strip():
+            continue
+        parts = text.split()
+        if len(parts) != 6:
+            raise LlaraError(f"expected 6 columns (qid Q0 docid rank score tag), got {len(parts)}", path, line)
+        qid, _, doc_id, _, score, _ = parts
+        run.setdefault(qid, {})[doc_id] = parse_score(score, path, line, "score")
+    return run

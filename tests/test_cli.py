@@ -1,0 +1,106 @@
+import json
+
+import pytest
+
+from llara.data.beir import load_beir
+from llara.retrieval.runs import read_trec_run
+from tests.conftest import run_cli, write_beir
+from tests.test_evaluation import pytrec_means
+
+
+def check_outputs(out, data_dir):
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("nDCG@10", "RR@10", "R@100", "R@1000"):
+        assert 0.0 <= metrics[name] <= 1.0
+    run = read_trec_run(out / "run.trec")
+    data = load_beir(data_dir)
+    assert set(run) == set(data.queries)
+    ref = pytrec_means(data.qrels, run)
+    assert metrics["nDCG@10"] == pytest.approx(ref["ndcg_cut_10"], abs=1e-6)
+    assert metrics["R@100"] == pytest.approx(ref["recall_100"], abs=1e-6)
+    lines = (out / "run.trec").read_text().splitlines()
+    qid, q0, _, rank, score, tag = lines[0].split()
+    assert q0 == "Q0" and rank == "1" and tag.startswith("llara")
+    return metrics
+
+
+def test_evaluate_bm25_on_cisi(cisi_dir, tmp_path):
+    res = run_cli("evaluate", "--method", "bm25", "--data", cisi_dir, "--output", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    metrics = check_outputs(tmp_path / "out", cisi_dir)
+    assert metrics["nDCG@10"] == pytest.approx(0.349, abs=0.005)
+    assert "nDCG@10" in res.stdout
+
+
+def test_evaluate_dense_tiny_model(tiny_model_dir, cisi_subset, tmp_path):
+    res = run_cli(
+        "evaluate",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        cisi_subset,
+        "--output",
+        tmp_path / "out",
+        "--precision",
+        "fp32",
+        "--passage-max-length",
+        "64",
+    )
+    assert res.returncode == 0, res.stderr
+    metrics = check_outputs(tmp_path / "out", cisi_subset)
+    assert metrics["info"]["recipe"] == "reference" and metrics["info"]["documents"] == len(
+        load_beir(cisi_subset).corpus
+    )
+
+
+@pytest.mark.parametrize(
+    "plant, expected",
+    [
+        (
+            lambda d: (d / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"_id": \n'),
+            "corpus.jsonl:2: malformed JSON",
+        ),
+        (
+            lambda d: (d / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"text": "x"}\n'),
+            "corpus.jsonl:2: field '_id'",
+        ),
+        (lambda d: (d / "corpus.jsonl").write_text(""), "corpus is empty"),
+        (lambda d: (d / "queries.jsonl").unlink(), "queries file not found"),
+        (
+            lambda d: (d / "qrels" / "test.tsv").write_text("q1\tzzz\t1\n"),
+            "test.tsv:1: field 'corpus-id': unknown document",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, plant, expected):
+    data = write_beir(tmp_path / "data", [{"_id": "d1", "text": "ok"}], [{"_id": "q1", "text": "q"}], [("q1", "d1", 1)])
+    plant(data)
+    out = tmp_path / "out"
+    res = run_cli("evaluate", "--method", "bm25", "--data", data, "--output", out)
+    assert res.returncode == 2
+    assert expected in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_unknown_model_is_a_clear_error(cisi_subset, tmp_path):
+    res = run_cli("evaluate", "--model", tmp_path / "missing", "--data", cisi_subset, "--output", tmp_path / "o")
+    assert res.returncode == 2 and "not a built-in name" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_real_smollm2(cisi_subset, tmp_path, smollm2_dir):
+    res = run_cli(
+        "evaluate",
+        "--model",
+        "smollm2",
+        "--data",
+        cisi_subset,
+        "--output",
+        tmp_path / "out",
+        "--passage-max-length",
+        "128",
+    )
+    assert res.returncode == 0, res.stderr
+    metrics = check_outputs(tmp_path / "out", cisi_subset)
+    assert metrics["info"]["model"] == "smollm2" and metrics["info"]["docs_per_s"] > 0
