@@ -126,6 +126,10 @@ def demo(
     run_demo(output, quick=quick, model=model)
 
 
+# --- further commands (pretrain, finetune, mine, pairs, encode, index, search, explain, export) go below,
+# each a thin wrapper over its module; keep this file free of logic.
+
+
 def main() -> None:
     try:
         app()
