@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llara.errors import LlaraError
@@ -37,10 +38,21 @@ class Method(StrEnum):
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only warnings and results")] = False,
+    skip_bad_rows: Annotated[
+        bool, typer.Option("--skip-bad-rows", help="skip and count malformed input rows instead of stopping")
+    ] = False,
 ) -> None:
+    from llara.data.io import BadRows, set_bad_rows
+
     _state["debug"] = debug
+    policy = set_bad_rows(BadRows(skip=skip_bad_rows))
+    # Runs when the command ends, error or not: "skipped N bad rows (first: file:line: reason)".
+    ctx.call_on_close(
+        lambda: policy.count and console.print(f"[yellow]warning:[/] {escape(policy.summary())}", soft_wrap=True)
+    )
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -76,6 +88,9 @@ def evaluate(
     recipe: RecipeOpt = None,
     top_k: Annotated[int, typer.Option(help="documents retrieved per query")] = 1000,
     batch_size: int = 32,
+    max_tokens_per_batch: Annotated[
+        int | None, typer.Option(help="token budget per batch (rows x longest row) instead of --batch-size")
+    ] = None,
     query_max_length: int = 64,
     passage_max_length: int = 256,
     precision: Annotated[
@@ -85,7 +100,7 @@ def evaluate(
 ) -> None:
     """Retrieve for every judged query of a BEIR dataset and score the run with ir-measures."""
     from llara.data.beir import load_beir
-    from llara.data.io import write_json
+    from llara.data.io import bad_rows, write_json
     from llara.evaluation import evaluate_bm25, evaluate_dense
     from llara.retrieval.runs import write_trec_run
 
@@ -105,9 +120,18 @@ def evaluate(
             precision=precision,
             trust_remote_code=trust_remote_code,
         )
-        result = evaluate_dense(encoder, dataset, k=top_k, batch_size=batch_size)
+        result = evaluate_dense(
+            encoder, dataset, k=top_k, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
+        )
         name = f"{model} ({encoder.recipe.name})"
         info.update(model=str(model), **encoder.config(), precision=precision)
+        info.update(texts=encoder.prompts.wrapped, truncated_texts=encoder.prompts.truncated)
+        if encoder.prompts.truncated:
+            console.print(
+                f"truncated {encoder.prompts.truncated} of {encoder.prompts.wrapped} texts to fit "
+                "--query-max-length/--passage-max-length"
+            )
+    info["skipped_rows"] = bad_rows().count
     write_trec_run(output / "run.trec", result.run, tag=f"llara-{method.value}")
     write_json(output / "metrics.json", {**result.metrics, "info": {**info, **result.timings}})
     Console().print(metrics_table(f"{data.name} ({split})", {name: result.metrics}, list(result.metrics)))
@@ -130,13 +154,371 @@ def demo(
 # each a thin wrapper over its module; keep this file free of logic.
 
 
+# --- encode / index / search (issue 5) ---
+class IndexType(StrEnum):
+    flat = "flat"
+    hnsw = "hnsw"
+    ivfpq = "ivfpq"
+
+
+def _device_for_rank() -> str | None:
+    """Under torchrun each process takes the GPU of its local rank (CPU when there is none)."""
+    import torch
+
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return None
+
+
+@app.command()
+def encode(
+    corpus: Annotated[Path, typer.Option(help="corpus.jsonl (BEIR: _id, title, text)")],
+    output: Annotated[Path, typer.Option(help="folder for the .npy chunks, ids and manifests")],
+    model: ModelOpt = "smollm2",
+    recipe: RecipeOpt = None,
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: encode the i-th of n slices (default: torchrun's rank)")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="finish an interrupted run, re-encoding only missing chunks")] = False,
+    dtype: Annotated[str, typer.Option(help="float32 | float16 (storage of the embeddings)")] = "float32",
+    batch_size: int = 32,
+    max_tokens_per_batch: Annotated[
+        int | None, typer.Option(help="token budget per batch (rows x longest row) instead of --batch-size")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="documents per .npy file (and per resume step)")] = 1024,
+    passage_max_length: int = 256,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
+    trust_remote_code: bool = False,
+) -> None:
+    """Encode a corpus to memory-mappable .npy chunks (streaming, resumable, shardable)."""
+    from llara.encoder import LlaraEncoder
+    from llara.encoding import encode_corpus_file, parse_shard, scan_corpus
+
+    i, n = parse_shard(shard)
+    scan_corpus(corpus)  # validate before loading a model
+    encoder = LlaraEncoder.from_pretrained(
+        model,
+        recipe=recipe,
+        passage_max_length=passage_max_length,
+        precision=precision,
+        trust_remote_code=trust_remote_code,
+        device=_device_for_rank(),
+    )
+    m = encode_corpus_file(encoder, corpus, output, (i, n), resume, dtype, batch_size, max_tokens_per_batch, chunk_size)
+    console.print(f"shard {i}/{n}: rows {m['rows'][0]}..{m['rows'][1]} in {output} ({m['encoded_now']} encoded now)")
+
+
+@app.command()
+def index(
+    embeddings: Annotated[Path, typer.Option(help="folder written by `llara encode` (all shards)")],
+    output: Annotated[Path, typer.Option(help="index folder to write")],
+    type: Annotated[IndexType, typer.Option("--type", help="flat (exact), hnsw or ivfpq")] = IndexType.flat,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree")] = 32,
+    ef_construction: Annotated[int, typer.Option(help="HNSW build beam")] = 40,
+    ef_search: Annotated[int, typer.Option(help="HNSW search beam (default, stored)")] = 512,
+    nlist: Annotated[int | None, typer.Option(help="IVF cells (default ~4 sqrt(N))")] = None,
+    pq_m: Annotated[int | None, typer.Option(help="PQ sub-vectors (must divide dim)")] = None,
+    pq_bits: Annotated[int | None, typer.Option(help="bits per PQ code (default 8)")] = None,
+    nprobe: Annotated[int, typer.Option(help="IVF cells searched (default, stored)")] = 32,
+) -> None:
+    """Build a FAISS inner-product index (exact, HNSW or IVF-PQ) from encoded shards."""
+    from llara.retrieval.index import IndexParams, build_index
+
+    params = IndexParams(hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_bits, nprobe)
+    meta = build_index(embeddings, output, type.value, params)
+    console.print(f"wrote {output}: {meta['index_type']} index of {meta['count']} x {meta['dim']}")
+
+
+@app.command()
+def search(
+    index: Annotated[Path, typer.Option(help="folder written by `llara index`")],
+    queries: Annotated[Path, typer.Option(help="queries.jsonl (_id, text)")],
+    output: Annotated[Path, typer.Option(help="TREC run file to write")],
+    model: ModelOpt = "smollm2",
+    top_k: Annotated[int, typer.Option(help="documents retrieved per query")] = 1000,
+    batch_size: int = 32,
+    max_tokens_per_batch: int | None = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search beam (default: the index's)")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF cells searched (default: the index's)")] = None,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
+    trust_remote_code: bool = False,
+) -> None:
+    """Encode queries with the index's recipe, search, and write a TREC run."""
+    from llara.data.beir import read_queries
+    from llara.encoder import LlaraEncoder
+    from llara.retrieval.index import DenseIndex, search_to_run_file
+
+    dense = DenseIndex(index)  # refuses an index whose files do not match its metadata
+    read_queries(queries)  # validate before loading a model
+    dense.configure(ef_search=ef_search, nprobe=nprobe)
+    encoder = LlaraEncoder.from_pretrained(
+        model,
+        recipe=dense.meta["recipe"],
+        query_max_length=dense.meta["query_max_length"],
+        precision=precision,
+        trust_remote_code=trust_remote_code,
+    )
+    n = search_to_run_file(dense, encoder, queries, output, top_k, batch_size, max_tokens_per_batch)
+    console.print(f"wrote {output}: top {top_k} for {n} queries")
+
+
+# --- finetune / mine / pairs (issue 4) ---
+@app.command()
+def finetune(
+    train: Annotated[Path, typer.Option(help='JSONL rows {"query", "pos": [...], "neg": [...]}')],
+    output: Annotated[Path, typer.Option(help="folder for the fine-tuned (merged) model")],
+    model: ModelOpt = "smollm2",
+    recipe: RecipeOpt = None,
+    group_size: Annotated[int, typer.Option(help="passages per query: 1 positive + group-size - 1 negatives")] = 16,
+    temperature: Annotated[float, typer.Option(help="InfoNCE temperature")] = 0.01,
+    query_max_length: int = 64,
+    passage_max_length: int = 160,
+    negatives_cross_device: Annotated[
+        bool, typer.Option(help="with torchrun: every query also sees the other ranks' passages")
+    ] = False,
+    grad_cache: Annotated[bool, typer.Option(help="GradCache: big batches, one chunk's activations at a time")] = False,
+    chunk_size: Annotated[int, typer.Option(help="texts per GradCache chunk")] = 8,
+    max_steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    max_time: Annotated[float | None, typer.Option(help="minutes; stop and save when reached")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate (default: 3e-4 with LoRA, 1e-5 with --full)")] = None,
+    special_lr: Annotated[float, typer.Option(help="learning rate of the special-token embeddings")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="queries per device per step")] = 8,
+    grad_accum: int = 1,
+    full: Annotated[bool, typer.Option(help="full fine-tuning instead of LoRA")] = False,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    gradient_checkpointing: bool = False,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
+    save_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 200,
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint of this output")] = False,
+    seed: int = 42,
+    deepspeed: Annotated[str | None, typer.Option(help="DeepSpeed JSON config")] = None,
+    trust_remote_code: bool = False,
+) -> None:
+    """Contrastive fine-tuning (InfoNCE, in-batch + hard negatives) of a model as a dense retriever."""
+    from llara.finetune.trainer import FinetuneOptions
+    from llara.finetune.trainer import finetune as run_finetune
+    from llara.training import TrainOptions
+
+    opts = TrainOptions(
+        output=output,
+        max_steps=max_steps,
+        max_time=max_time,
+        lr=lr or (1e-5 if full else 3e-4),  # the reference's LoRA rate; full weights need far less
+        special_lr=special_lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        precision=precision,
+        save_every=save_every,
+        resume=resume,
+        seed=seed,
+        full=full,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        gradient_checkpointing=gradient_checkpointing,
+        deepspeed=deepspeed,
+    )
+    ft = FinetuneOptions(
+        group_size, temperature, query_max_length, passage_max_length, negatives_cross_device, grad_cache, chunk_size
+    )
+    result = run_finetune(model, train, opts, ft, recipe=recipe, trust_remote_code=trust_remote_code)
+    console.print(f"fine-tuned {result['steps']} steps on {result['examples']} rows; wrote {output}")
+
+
+@app.command()
+def mine(
+    data: Annotated[Path, typer.Option(help="dataset folder in BEIR layout")],
+    output: Annotated[Path, typer.Option(help="JSONL training file to write")],
+    model: Annotated[str, typer.Option("--model", "-m", help="bm25, or a dense model (as for evaluate)")] = "bm25",
+    split: Annotated[str, typer.Option(help="qrels/<split>.tsv whose queries get rows")] = "train",
+    range_: Annotated[str, typer.Option("--range", help="ranked positions start-end to sample from")] = "10-100",
+    negatives: Annotated[int, typer.Option(help="hard negatives per query")] = 15,
+    seed: int = 42,
+    recipe: RecipeOpt = None,
+    batch_size: int = 32,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
+) -> None:
+    """Hard negatives: retrieve for each judged query, sample from a rank range, skip judged positives."""
+    from llara.mining import mine as run_mine
+
+    kwargs = {} if model == "bm25" else {"recipe": recipe, "precision": precision}
+    s = run_mine(model, data, output, split, range_, negatives, seed, batch_size=batch_size, **kwargs)
+    console.print(f"wrote {output}: {s.rows} rows, {s.negatives} negatives ({s.short} rows short of {negatives})")
+
+
+class PairQuery(StrEnum):
+    title = "title"
+    sentence = "sentence"
+
+
+@app.command()
+def pairs(
+    corpus: Annotated[Path, typer.Option(help="corpus.jsonl (BEIR: _id, title, text); no labels needed")],
+    output: Annotated[Path, typer.Option(help="JSONL training file to write")],
+    query: Annotated[PairQuery, typer.Option(help="the query: the title or one sentence")] = PairQuery.title,
+    negatives: Annotated[int, typer.Option(help="BM25 hard negatives per query")] = 15,
+    range_: Annotated[str, typer.Option("--range", help="BM25 ranked positions start-end to sample from")] = "0-50",
+    seed: int = 42,
+) -> None:
+    """Weak supervision from an unlabeled corpus: (title -> its text) pairs with BM25 hard negatives."""
+    from llara.mining import pairs as run_pairs
+
+    s = run_pairs(corpus, output, query.value, negatives, range_, seed)
+    skipped = ", ".join(f"{n} {why}" for why, n in s.skipped.items()) or "none"
+    console.print(f"wrote {output}: {s.rows} rows, {s.negatives} negatives; skipped documents: {skipped}")
+
+
+# --- pretrain (issue 3) ---
+@app.command()
+def pretrain(
+    corpus: Annotated[
+        Path,
+        typer.Option(
+            help='.txt (blank-line separated), JSONL {"text"} / {"title","text"} / BEIR corpus.jsonl, '
+            'or reference rows {"input","output_summarize","output_predict"}'
+        ),
+    ],
+    output: Annotated[Path, typer.Option(help="folder for the adapted, merged model (and OUTPUT-checkpoints)")],
+    model: ModelOpt = "smollm2",
+    recipe: Annotated[str, typer.Option(help="reference | paper")] = "reference",
+    chunk_tokens: Annotated[int, typer.Option(help="tokens per training sequence (prompt included)")] = 128,
+    lm_loss: Annotated[bool, typer.Option(help="add the next-token LM loss on the passage (reference code)")] = True,
+    max_steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    max_time: Annotated[float | None, typer.Option(help="minutes; stop, checkpoint and save when reached")] = None,
+    lr: Annotated[float, typer.Option(help="learning rate (LoRA weights, or all weights with --full)")] = 3e-4,
+    special_lr: Annotated[float, typer.Option(help="learning rate of the special-token embeddings")] = 3e-3,
+    batch_size: Annotated[int, typer.Option(help="chunks per device per step")] = 8,
+    grad_accum: int = 1,
+    full: Annotated[bool, typer.Option(help="full fine-tuning instead of LoRA")] = False,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    lora_targets: Annotated[str, typer.Option(help="comma-separated modules")] = "q,k,v,o,gate,up,down",
+    gradient_checkpointing: bool = False,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
+    save_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 200,
+    save_at_minutes: Annotated[str, typer.Option(help="also checkpoint at these minutes, e.g. 3,12")] = "",
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint of this output")] = False,
+    seed: int = 42,
+    deepspeed: Annotated[str | None, typer.Option(help="DeepSpeed JSON config (see configs/)")] = None,
+    trust_remote_code: bool = False,
+) -> None:
+    """LLaRA adaptation (EBAE + EBAR in one forward pass) of a causal LM on plain text."""
+    from llara.pretrain.trainer import run_pretrain
+    from llara.training import TrainOptions
+
+    try:
+        minutes = [float(m) for m in save_at_minutes.split(",") if m.strip()]
+    except ValueError:
+        raise LlaraError(f"--save-at-minutes: not a list of numbers: {save_at_minutes!r}") from None
+    opts = TrainOptions(
+        output=output,
+        max_steps=max_steps,
+        max_time=max_time,
+        lr=lr,
+        special_lr=special_lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        precision=precision,
+        save_every=save_every,
+        save_at_minutes=minutes,
+        resume=resume,
+        seed=seed,
+        full=full,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()],
+        gradient_checkpointing=gradient_checkpointing,
+        deepspeed=deepspeed,
+    )
+    run_pretrain(
+        model,
+        corpus,
+        opts,
+        recipe=recipe,
+        chunk_tokens=chunk_tokens,
+        lm_loss=lm_loss,
+        trust_remote_code=trust_remote_code,
+    )
+    console.print(f"wrote {output}")
+
+
+# --- explain / export (issue 6) ---
+class Side(StrEnum):
+    passage = "passage"
+    query = "query"
+
+
+class ExportFormat(StrEnum):
+    hf = "hf"
+    sentence_transformers = "sentence-transformers"
+
+
+@app.command()
+def explain(
+    text: Annotated[str | None, typer.Argument(help="a text to decode (or give --query and --document)")] = None,
+    model: ModelOpt = "smollm2",
+    query: Annotated[str | None, typer.Option(help="a query, shown beside --document")] = None,
+    document: Annotated[str | None, typer.Option(help="a document, shown beside --query")] = None,
+    side: Annotated[Side, typer.Option(help="prompt for TEXT: passage (EBAE) or query (EBAR)")] = Side.passage,
+    top_k: Annotated[int, typer.Option(help="tokens shown")] = 20,
+    recipe: RecipeOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    trust_remote_code: bool = False,
+) -> None:
+    """Decode an embedding into its top-k vocabulary tokens through the model's own LM head.
+
+    What EBAE/EBAR taught the embedding to say. With --query and --document: both side by side, the
+    tokens they share and their cosine similarity."""
+    import json
+
+    from llara.encoder import LlaraEncoder
+    from llara.explain import compare, comparison_table, explain, explanation_table
+
+    if (text is None) == (query is None or document is None) or (text is not None and (query or document)):
+        raise LlaraError("give either TEXT, or both --query and --document")
+    if top_k < 1:
+        raise LlaraError(f"--top-k must be at least 1, got {top_k}")
+    encoder = LlaraEncoder.from_pretrained(model, recipe=recipe, trust_remote_code=trust_remote_code)
+    if text is not None:
+        result = explain(encoder, text, side.value, top_k)
+        table = explanation_table(result)
+    else:
+        result = compare(encoder, query, document, top_k)
+        table = comparison_table(result)
+    if json_:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        Console().print(table)
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option(help="folder to write (built under a temporary name, then renamed)")],
+    model: ModelOpt = "smollm2",
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", help="hf (plain HF folder) or sentence-transformers")
+    ] = ExportFormat.hf,
+    recipe: RecipeOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing non-empty OUTPUT")] = False,
+    trust_remote_code: bool = False,
+) -> None:
+    """Export a model (LoRA adapters merged, tokenizer with the special tokens, llara.json) for other tools."""
+    from llara.export import export as run_export
+
+    out = run_export(model, output, fmt.value, recipe=recipe, overwrite=overwrite, trust_remote_code=trust_remote_code)
+    console.print(f"wrote {out} ({fmt.value})")
+
+
 def main() -> None:
     try:
         app()
     except LlaraError as e:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # escape: ids and paths in the message may look like rich markup ("[/b]")
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import re
 from pathlib import Path
 
@@ -47,16 +48,38 @@ def arxiv_papers() -> list[dict[str, str]]:
     return papers
 
 
+def arxiv_split(ids: list[str], seed: int = 0) -> dict[str, list[str]]:
+    """A fixed, seeded split of the papers: about 1/3 `train` (for fine-tuning), 2/3 `dev` (held out).
+    `test` stays all papers, so zero-shot numbers keep their meaning."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    cut = len(order) // 3
+    return {"train": sorted(order[:cut]), "dev": sorted(order[cut:]), "test": list(ids)}
+
+
+def _write_qrels(path: Path, ids: list[str]) -> None:
+    with atomic_write(path) as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for pid in ids:
+            f.write(f"{pid}\t{pid}\t1\n")
+
+
 def write_arxiv_beir(folder: str | Path) -> Path:
-    """corpus = abstracts (no title: the title is the query), queries = titles, qrels = identity."""
+    """corpus = abstracts (no title: the title is the query), queries = titles, qrels = identity.
+    qrels/test.tsv has all papers; qrels/train.tsv and qrels/dev.tsv are a disjoint held-out split."""
     folder = Path(folder)
-    if (folder / "qrels" / "test.tsv").is_file():
+    qrels = folder / "qrels"
+    if (qrels / "test.tsv").is_file():
+        if not (qrels / "dev.tsv").is_file():  # a folder written before the split existed
+            ids = [line.split("\t")[0] for line in (qrels / "test.tsv").read_text().splitlines()[1:] if line]
+            for split, part in arxiv_split(ids).items():
+                if split != "test":
+                    _write_qrels(qrels / f"{split}.tsv", part)
         return folder
     papers = arxiv_papers()
     write_jsonl(folder / "corpus.jsonl", ({"_id": p["id"], "title": "", "text": p["abstract"]} for p in papers))
     write_jsonl(folder / "queries.jsonl", ({"_id": p["id"], "text": p["title"]} for p in papers))
-    with atomic_write(folder / "qrels" / "test.tsv") as f:  # written last: its presence marks a complete folder
-        f.write("query-id\tcorpus-id\tscore\n")
-        for p in papers:
-            f.write(f"{p['id']}\t{p['id']}\t1\n")
+    splits = arxiv_split([p["id"] for p in papers])
+    for split in ("train", "dev", "test"):  # test last: its presence marks a complete folder
+        _write_qrels(qrels / f"{split}.tsv", splits[split])
     return folder

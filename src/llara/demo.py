@@ -1,8 +1,21 @@
-"""`llara demo`: the pipeline end to end on data that ships in pip packages."""
+"""`llara demo`: the whole LLaRA pipeline on data that ships in pip packages, on a CPU budget.
+
+Stages (each records its result in OUTPUT/stages/<name>.json; a rerun skips finished stages and
+training resumes from its last checkpoint, so an interrupted demo picks up where it stopped):
+
+  data -> BM25 -> raw model -> EBAE+EBAR adaptation -> evaluate -> weak pairs -> fine-tune -> evaluate
+
+Data: 314 arXiv papers from the `cherche` package; queries are the titles, the relevant document is
+the abstract. Neither training stage sees a title: adaptation reads the abstracts as plain text and
+the weak pairs use one sentence of an abstract as the query for the rest of it.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -10,44 +23,165 @@ from rich.console import Console
 from llara.data.beir import load_beir
 from llara.data.io import atomic_write, write_json
 from llara.datasets import write_arxiv_beir
-from llara.evaluation import evaluate_bm25, evaluate_dense
 
+log = logging.getLogger(__name__)
 COLUMNS = ["nDCG@10", "R@100", "minutes"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """CPU minutes and sizes for one demo run."""
+
+    pretrain_minutes: float
+    finetune_minutes: float
+    passage_max_length: int
+    chunk_tokens: int
+    batch_size: int
+
+
+BUDGETS = {
+    "full": Budget(pretrain_minutes=6.0, finetune_minutes=4.0, passage_max_length=256, chunk_tokens=128, batch_size=8),
+    "quick": Budget(pretrain_minutes=1.5, finetune_minutes=1.0, passage_max_length=128, chunk_tokens=96, batch_size=8),
+}
 
 
 def markdown_table(rows: dict[str, dict[str, float]]) -> str:
     lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name, r in rows.items():
-        lines.append(
-            f"| {name} | " + " | ".join(f"{r[c]:.3f}" if c != "minutes" else f"{r[c]:.1f}" for c in COLUMNS) + " |"
-        )
+        cells = [f"{r[c]:.1f}" if c == "minutes" else f"{r[c]:.3f}" for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def run_demo(output: Path, quick: bool = False, model: str = "smollm2") -> dict:
+class Stages:
+    """Run-once stages whose results persist as JSON, so an interrupted demo resumes."""
+
+    def __init__(self, folder: Path, console: Console) -> None:
+        self.folder, self.console = folder, console
+
+    def run(self, name: str, title: str, fn) -> dict:
+        path = self.folder / f"{name}.json"
+        if path.is_file():
+            self.console.print(f"[dim]- {title}: done earlier, reusing {path}[/]")
+            return json.loads(path.read_text())
+        self.console.print(f"[bold cyan]> {title}[/]")
+        t = time.perf_counter()
+        result = fn()
+        result["minutes"] = (time.perf_counter() - t) / 60
+        write_json(path, result)
+        return result
+
+
+def training_log(model_dir: Path) -> list[dict]:
+    """The Trainer's log history of a finished run (from its last checkpoint)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = model_dir.parent / f"{model_dir.name}-checkpoints"
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if last is None:
+        return []
+    state = json.loads((Path(last) / "trainer_state.json").read_text())
+    return [e for e in state.get("log_history", []) if "loss" in e]
+
+
+def plot(rows: dict[str, dict[str, float]], logs: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, history in logs.items():
+        if history:
+            left.plot([e["step"] for e in history], [e["loss"] for e in history], marker=".", label=name)
+    left.set(xlabel="step", ylabel="training loss", title="training loss")
+    left.legend()
+    names = list(rows)
+    right.barh(names[::-1], [rows[n]["nDCG@10"] for n in names[::-1]], color="tab:blue")
+    for i, n in enumerate(names[::-1]):
+        right.text(rows[n]["nDCG@10"], i, f" {rows[n]['nDCG@10']:.3f}", va="center")
+    right.set(xlabel="nDCG@10", title="arXiv titles -> abstracts", xlim=(0, 1))
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: Budget | None = None) -> dict:
     from llara.cli import metrics_table
     from llara.encoder import LlaraEncoder
+    from llara.evaluation import evaluate_bm25, evaluate_dense
+    from llara.finetune.trainer import FinetuneOptions, finetune
+    from llara.mining import pairs
+    from llara.pretrain.trainer import run_pretrain
+    from llara.training import TrainOptions
 
+    budget = budget or BUDGETS["quick" if quick else "full"]
     console = Console()
-    data = load_beir(write_arxiv_beir(output / "data" / "arxiv"))
+    stages = Stages(output / "stages", console)
+    data_dir = write_arxiv_beir(output / "data" / "arxiv")
+    data = load_beir(data_dir)
     console.print(
-        f"[bold]llara demo[/]: arXiv titles -> abstracts, {data.stats['documents']} papers "
-        f"({'quick' if quick else 'full'} run)"
+        f"[bold]llara demo[/]: arXiv titles -> abstracts, {data.stats['documents']} papers, model {model}, "
+        f"{'quick' if quick else 'full'} budget (adaptation {budget.pretrain_minutes} min, "
+        f"fine-tuning {budget.finetune_minutes} min)"
     )
+
+    def dense(model_path) -> dict:
+        encoder = LlaraEncoder.from_pretrained(
+            model_path, recipe="reference", passage_max_length=budget.passage_max_length
+        )
+        result = evaluate_dense(encoder, data)
+        return {**result.metrics, **result.timings}
+
+    def train_opts(target: Path, minutes: float, lr: float, special_lr: float) -> TrainOptions:
+        # A run killed mid-way left checkpoints beside `target`: continue from them.
+        resume = (target.parent / f"{target.name}-checkpoints").is_dir() and not target.is_dir()
+        return TrainOptions(
+            output=target,
+            max_time=minutes,
+            lr=lr,
+            special_lr=special_lr,
+            batch_size=budget.batch_size,
+            save_every=25,
+            resume=resume,
+            logging_steps=2,
+        )
+
+    pretrained = output / "models" / "pretrained"
+    finetuned = output / "models" / "finetuned"
+    pairs_file = output / "data" / "weak-pairs.jsonl"
+
+    def adapt() -> dict:
+        # CPU settings measured in benchmarks/RESULTS.md: bag-of-words losses only, a high LoRA rate.
+        opts = train_opts(pretrained, budget.pretrain_minutes, lr=5e-4, special_lr=5e-3)
+        run_pretrain(model, data_dir / "corpus.jsonl", opts, chunk_tokens=budget.chunk_tokens, lm_loss=False)
+        return {"model": str(pretrained)}
+
+    def weak_pairs() -> dict:
+        return vars(pairs(data_dir / "corpus.jsonl", pairs_file, query_mode="sentence", negatives=7))
+
+    def fine_tune() -> dict:
+        # As the CISI run of benchmarks/RESULTS.md: one hard negative per query plus in-batch negatives.
+        ft = FinetuneOptions(group_size=2, query_max_length=32, passage_max_length=min(128, budget.passage_max_length))
+        finetune(str(pretrained), pairs_file, train_opts(finetuned, budget.finetune_minutes, 1e-3, 1e-3), ft)
+        return {"model": str(finetuned)}
+
     rows: dict[str, dict[str, float]] = {}
-
-    t = time.perf_counter()
-    bm25 = evaluate_bm25(data)
-    rows["BM25"] = {**bm25.metrics, "minutes": (time.perf_counter() - t) / 60}
-
-    t = time.perf_counter()
-    encoder = LlaraEncoder.from_pretrained(model, recipe="reference", passage_max_length=128 if quick else 256)
-    raw = evaluate_dense(encoder, data)
-    rows[f"{model}, no adaptation"] = {**raw.metrics, "minutes": (time.perf_counter() - t) / 60}
+    rows["BM25"] = stages.run("bm25", "BM25", lambda: evaluate_bm25(data).metrics)
+    rows[f"{model}, no adaptation"] = stages.run("raw", f"{model}, no adaptation", lambda: dense(model))
+    t = stages.run("pretrain", "EBAE + EBAR adaptation on the abstracts", adapt)
+    ev = stages.run("pretrain_eval", "evaluate the adapted model", lambda: dense(pretrained))
+    rows["+ EBAE/EBAR adaptation"] = {**ev, "minutes": ev["minutes"] + t["minutes"]}
+    p = stages.run("pairs", "weak pairs: a sentence of an abstract -> the rest, BM25 negatives", weak_pairs)
+    t = stages.run("finetune", "contrastive fine-tuning on the weak pairs", fine_tune)
+    ev = stages.run("finetune_eval", "evaluate the fine-tuned model", lambda: dense(finetuned))
+    rows["+ fine-tuning on weak pairs"] = {**ev, "minutes": ev["minutes"] + t["minutes"] + p["minutes"]}
 
     write_json(output / "results.json", rows)
     with atomic_write(output / "results.md") as f:
         f.write(markdown_table(rows))
-    console.print(metrics_table("llara demo: arXiv titles -> abstracts", rows, COLUMNS))
-    console.print(f"results in {output / 'results.json'} and {output / 'results.md'}")
+    plot(rows, {"adaptation": training_log(pretrained), "fine-tuning": training_log(finetuned)}, output / "results.png")
+    Console().print(metrics_table("llara demo: arXiv titles -> abstracts", rows, COLUMNS))
+    console.print(f"results: {output / 'results.md'}, {output / 'results.json'}, {output / 'results.png'}")
     return rows

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llara.errors import LlaraError
 from llara.models import load_model, model_fingerprint
+from llara.mteb_support import MTEBEncoderMixin, input_texts
 from llara.prompts import PromptBuilder, add_special_tokens, format_document, get_recipe, pool
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def side_of(prompt_type) -> str:
     raise LlaraError(f"unknown prompt type {value!r}; use 'query' or 'passage'")
 
 
-class LlaraEncoder:
+class LlaraEncoder(MTEBEncoderMixin):  # the mixin adds MTEB's similarity + mteb_model_meta
     """Embeds queries and passages with a LLaRA recipe.
 
     >>> enc = LlaraEncoder.from_pretrained("smollm2")  # doctest: +SKIP
@@ -76,7 +77,11 @@ class LlaraEncoder:
         device: str | torch.device | None = None,
     ) -> None:
         self.recipe = get_recipe(recipe)
-        if add_special_tokens(model, tokenizer, self.recipe):
+        # HF samples new token rows at random: a fixed seed makes two loads (e.g. a resumed encode) agree.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            added = add_special_tokens(model, tokenizer, self.recipe)
+        if added:
             log.warning(
                 "added %d special tokens to the model; they are untrained until you run `llara pretrain`",
                 len(self.recipe.special_tokens),
@@ -152,7 +157,7 @@ class LlaraEncoder:
         passage prompt; passages by default. Texts are run longest first in length-sorted batches
         (less padding) and returned in input order."""
         single = isinstance(sentences, str)
-        texts = [sentences] if single else list(sentences)
+        texts = [sentences] if single else input_texts(sentences)  # strings, or MTEB's DataLoader
         side = side or side_of(prompt_type)
         max_length = max_length or self.max_length[side]
         sequences = self.prompts.build(texts, side, max_length)

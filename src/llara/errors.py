@@ -14,6 +14,9 @@ class LlaraError(Exception):
         self.message, self.path, self.line, self.field = message, path, line, field
         super().__init__(self.__str__())
 
+    def __reduce__(self):  # keep the fields when an error crosses a process boundary (workers, pools)
+        return type(self), (self.message, self.path, self.line, self.field)
+
     def __str__(self) -> str:
         where = ""
         if self.path is not None:

@@ -45,7 +45,12 @@ def evaluate_bm25(data: BeirDataset, k: int = 1000) -> Evaluation:
 
 
 def evaluate_dense(
-    encoder, data: BeirDataset, k: int = 1000, batch_size: int = 32, show_progress_bar: bool = True
+    encoder,
+    data: BeirDataset,
+    k: int = 1000,
+    batch_size: int = 32,
+    show_progress_bar: bool = True,
+    max_tokens_per_batch: int | None = None,
 ) -> Evaluation:
     """Encode corpus and queries, exact inner-product FAISS search, score the top k."""
     from llara.retrieval.dense import flat_index, search, to_run
@@ -53,11 +58,17 @@ def evaluate_dense(
     doc_ids = list(data.corpus)
     t0 = time.perf_counter()
     doc_emb = encoder.encode_corpus(
-        [data.corpus[d] for d in doc_ids], batch_size=batch_size, show_progress_bar=show_progress_bar
+        [data.corpus[d] for d in doc_ids],
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        max_tokens_per_batch=max_tokens_per_batch,
     )
     t1 = time.perf_counter()
     q_emb = encoder.encode_queries(
-        list(data.queries.values()), batch_size=batch_size, show_progress_bar=show_progress_bar
+        list(data.queries.values()),
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        max_tokens_per_batch=max_tokens_per_batch,
     )
     t2 = time.perf_counter()
     scores, rows = search(flat_index(doc_emb), q_emb, k)

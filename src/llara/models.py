@@ -97,8 +97,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     if path.is_file() and path.suffix == ".gguf":
         return convert_gguf(path)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise LlaraError(f"{path}: not a Hugging Face model folder (no config.json)")
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():  # PEFT adapters
+            raise LlaraError("not a Hugging Face model folder (no config.json)", path)
         return path
     raise LlaraError(
         f"--model {spec!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}), a .gguf file or a model folder"
@@ -114,9 +114,15 @@ def load_model(
     folder = resolve_model(name_or_path)
     adapter = folder / "adapter_config.json"
     if adapter.is_file():
+        if not (folder / "adapter_model.safetensors").is_file():
+            raise LlaraError("no adapter_model.safetensors (llara does not unpickle .bin files)", folder)
+        if not trust_remote_code:
+            refuse_remote_code(folder)
         return _load_lora_folder(folder, dtype, trust_remote_code)
     if not any(folder.glob("*.safetensors")):
-        raise LlaraError(f"{folder}: no .safetensors weights (llara does not unpickle .bin files)")
+        raise LlaraError("no .safetensors weights (llara does not unpickle .bin files)", folder)
+    if not trust_remote_code:
+        refuse_remote_code(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         folder,
@@ -127,6 +133,38 @@ def load_model(
     )
     model.eval()
     return model, tokenizer
+
+
+def refuse_remote_code(folder: Path) -> None:
+    """Stop, with a clear message, before transformers would need the folder's own Python code.
+
+    An `auto_map` naming a class transformers lacks means loading would import .py files from the
+    folder; that is allowed only with --trust-remote-code. (Where transformers has the class built
+    in, it ignores auto_map without the flag, so those folders load as usual.)
+    """
+    import json
+
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for name, key, known in (
+        ("config.json", "model_type", lambda v: v in CONFIG_MAPPING),
+        ("tokenizer_config.json", "tokenizer_class", lambda v: v is None or hasattr(transformers, v)),
+    ):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise LlaraError(f"not valid JSON ({e})", path) from None
+        if isinstance(config, dict) and config.get("auto_map") and not known(config.get(key)):
+            raise LlaraError(
+                f"{key} {config.get(key)!r} needs the folder's own Python code (auto_map); "
+                "pass --trust-remote-code only if you trust its author",
+                path,
+                field="auto_map",
+            )
 
 
 def _load_lora_folder(folder: Path, dtype: torch.dtype, trust_remote_code: bool):

@@ -124,6 +124,9 @@ class PromptBuilder:
         self.pieces = {
             side: (self._ids(self.recipe.prefix(side)), self._ids(self.recipe.suffix(side))) for side in SIDES
         }
+        # Running tallies for summaries ("truncated 12 of 1460 texts"): wrap() counts every text it cuts.
+        self.wrapped = 0
+        self.truncated = 0
 
     def _ids(self, piece: str) -> list[int]:
         if not piece:
@@ -137,7 +140,18 @@ class PromptBuilder:
         return self.pieces[side][1][-n:] if n else []
 
     def text_ids(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        texts = list(texts)
+        try:
+            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        except TypeError:  # the fast tokenizer's only word on a non-string or a lone surrogate
+            for i, text in enumerate(texts):
+                if not isinstance(text, str):
+                    raise LlaraError(f"text {i} is a {type(text).__name__}, not a string") from None
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise LlaraError(f"text {i} is not valid Unicode (lone surrogate at character {e.start})") from None
+            raise
 
     def wrap(self, text_ids: list[int], side: str, max_length: int) -> list[int]:
         """prefix + text (truncated to fit max_length) + suffix."""
@@ -148,6 +162,8 @@ class PromptBuilder:
                 f"max length {max_length} leaves no room for text: the {self.recipe.name} {side} prompt "
                 f"alone takes {len(prefix) + len(suffix)} tokens"
             )
+        self.wrapped += 1
+        self.truncated += len(text_ids) > room
         return prefix + text_ids[:room] + suffix
 
     def build(self, texts: list[str], side: str, max_length: int) -> list[list[int]]:

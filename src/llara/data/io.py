@@ -1,7 +1,8 @@
 """Reading user files with line-precise errors, and writing outputs atomically.
 
 Every reader here raises LlaraError(path, line, field) on bad input, so the CLI can print one line
-and exit 2. Every writer goes through a temporary name and os.replace, so a killed job never leaves a
+and exit 2; under `--skip-bad-rows` (a BadRows policy) a bad row is counted and skipped instead.
+Every writer goes through a temporary name and os.replace, so a killed job never leaves a
 half-written file under its final name.
 """
 
@@ -12,11 +13,15 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from llara.errors import LlaraError
+
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -53,6 +58,103 @@ def write_jsonl(path: str | Path, rows) -> int:
     return n
 
 
+# ------------------------------------------------------------------------------------- bad rows
+@dataclass
+class BadRows:
+    """What readers do with a bad row: stop on it (the default) or skip it and count why.
+
+    Only errors about one row (those that carry a line number) can be skipped; a missing file or an
+    empty corpus always stops. The CLI installs one policy per command (`--skip-bad-rows`) and prints
+    `summary()` when the command ends.
+    """
+
+    skip: bool = False
+    count: int = 0
+    first: LlaraError | None = None
+    by_file: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)  # the first few, for logs and metrics.json
+    seen: set = field(default_factory=set, repr=False)  # (file, line): a file read twice counts once
+
+    def handle(self, err: LlaraError) -> None:
+        """Raise `err`, or, when skipping a row-level error, record it and return."""
+        if not self.skip or err.line is None:
+            raise err
+        key = (str(err.path), err.line)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        self.count += 1
+        self.first = self.first or err
+        self.by_file[str(err.path)] += 1
+        if len(self.examples) < 10:
+            self.examples.append(str(err))
+
+    def summary(self) -> str:
+        if not self.count:
+            return ""
+        return f"skipped {self.count} bad row{'s' if self.count != 1 else ''} (first: {self.first})"
+
+
+_policy = BadRows()
+
+
+def bad_rows() -> BadRows:
+    """The policy (and tally) readers use right now."""
+    return _policy
+
+
+def set_bad_rows(policy: BadRows) -> BadRows:
+    """Install `policy` for the rest of the process (what the CLI does once per command)."""
+    global _policy
+    _policy = policy
+    return policy
+
+
+@contextlib.contextmanager
+def skip_bad_rows(skip: bool = True) -> Iterator[BadRows]:
+    """Within the block, readers skip (or, skip=False, stop on) bad rows; yields the tally."""
+    previous = _policy
+    try:
+        yield set_bad_rows(BadRows(skip=skip))
+    finally:
+        set_bad_rows(previous)
+
+
+class skippable:  # lower case: used like a function, `with skippable():`
+    """Guard one row's parsing: a LlaraError inside either propagates or, when skipping, is counted
+    and swallowed, so the loop moves on to the next row. Put the whole row body inside the block:
+
+        for line, row in iter_jsonl(path):
+            with skippable():
+                rows.append(parse(row, path, line))
+
+    (A class, not @contextmanager: it runs once per row, and this is three times cheaper.)
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if kind is not None and issubclass(kind, LlaraError):
+            _policy.handle(err)  # raises it again unless the policy skips it
+            return True
+        return False
+
+
+def iter_records(path: str | Path, parse: Callable[[dict, Path, int], T]) -> Iterator[T]:
+    """parse(row, path, line) for each row of a JSONL file, bad rows skipped or raised by the policy."""
+    path = Path(path)
+    for line, row in iter_jsonl(path):
+        try:
+            value = parse(row, path, line)
+        except LlaraError as e:
+            _policy.handle(e)
+            continue
+        yield value
+
+
 # ---------------------------------------------------------------------------------------- reading
 def require_file(path: str | Path, what: str = "file") -> Path:
     path = Path(path)
@@ -64,27 +166,44 @@ def require_file(path: str | Path, what: str = "file") -> Path:
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of a UTF-8 text file, streaming; bad bytes name their line."""
+    """(line number, text) of a UTF-8 text file, streaming; bad bytes name their line (or are
+    skipped under `--skip-bad-rows`). A leading byte-order mark is dropped."""
     path = require_file(path)
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             try:
-                yield number, raw.decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise LlaraError(f"not valid UTF-8 (byte {e.start})", path, number) from None
+                _policy.handle(LlaraError(f"not valid UTF-8 (byte {e.start})", path, number))
+                continue
+            yield number, text
+
+
+def _json_row(line: str, path: Path, number: int) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise LlaraError(f"malformed JSON: {e.msg} (column {e.colno})", path, number) from None
+    except (ValueError, RecursionError) as e:  # over-long integers, absurd nesting
+        raise LlaraError(f"malformed JSON: {str(e).split(';')[0][:100]}", path, number) from None
+    if not isinstance(row, dict):
+        raise LlaraError(f"expected a JSON object, got {type(row).__name__}", path, number)
+    return row
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file."""
+    path = Path(path)
     for number, line in iter_lines(path):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LlaraError(f"malformed JSON: {e.msg} (column {e.colno})", path, number) from None
-        if not isinstance(row, dict):
-            raise LlaraError(f"expected a JSON object, got {type(row).__name__}", path, number)
+            row = _json_row(line, path, number)
+        except LlaraError as e:
+            _policy.handle(e)
+            continue
         yield number, row
 
 
@@ -100,26 +219,47 @@ def get_str(row: dict, field: str, path, line: int, required: bool = True, allow
     value = str(value)
     if required and not allow_empty and not value.strip():
         raise LlaraError("empty", path, line, field)
+    if not value.isascii():  # ASCII cannot hold a surrogate; skip the encode on the common path
+        _check_unicode(value, path, line, field)
     return value
 
 
-def get_str_list(row: dict, field: str, path, line: int) -> list[str]:
+def _check_unicode(value: str, path, line: int | None, field: str) -> None:
+    """JSON escapes can spell lone surrogates ("\\ud800") that no tokenizer or UTF-8 file accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise LlaraError(f"invalid Unicode: lone surrogate at character {e.start}", path, line, field) from None
+
+
+def get_str_list(row: dict, field: str, path, line: int, allow_empty: bool = True) -> list[str]:
+    """A list of strings (a bare string counts as a list of one); allow_empty=False refuses [] and ""."""
     value = row.get(field, [])
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise LlaraError("expected a list of strings", path, line, field)
+    if not allow_empty:
+        if not value:
+            raise LlaraError("empty list", path, line, field)
+        if any(not v.strip() for v in value):
+            raise LlaraError(
+                f"empty string at position {next(i for i, v in enumerate(value) if not v.strip())}", path, line, field
+            )
+    for v in value:
+        _check_unicode(v, path, line, field)
     return value
 
 
-def check_finite(values, what: str) -> None:
-    """Refuse NaN/inf before they poison an index or a metric."""
+def check_finite(values, what: str, path: str | Path | None = None) -> None:
+    """Refuse NaN/inf before they poison an index or a metric; names the first bad row."""
     import numpy as np
 
     arr = np.asarray(values)
     if arr.size and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).nonzero()[0][0]) if arr.ndim > 1 else 0
-        raise LlaraError(f"{what} contains NaN or inf (first at row {bad})")
+        bad_rows_mask = ~np.isfinite(arr).reshape(len(arr), -1).all(1) if arr.ndim > 1 else ~np.isfinite(arr)
+        rows = np.flatnonzero(bad_rows_mask)
+        raise LlaraError(f"{what} contains NaN or inf in {len(rows)} row(s) (first: row {int(rows[0])})", path)
 
 
 def parse_score(text: str, path, line: int, field: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llara.data.io import atomic_write, iter_lines, parse_score
+from llara.data.io import atomic_write, iter_lines, parse_score, skippable
 from llara.errors import LlaraError
 
 Run = dict[str, dict[str, float]]  # query id -> doc id -> score
@@ -19,13 +19,18 @@ def write_trec_run(path: str | Path, run: Run, tag: str = "llara") -> None:
 
 
 def read_trec_run(path: str | Path) -> Run:
+    """A TREC run; a document listed twice for one query is an error (or skipped: --skip-bad-rows)."""
     run: Run = {}
     for line, text in iter_lines(path):
         if not text.strip():
             continue
-        parts = text.split()
-        if len(parts) != 6:
-            raise LlaraError(f"expected 6 columns (qid Q0 docid rank score tag), got {len(parts)}", path, line)
-        qid, _, doc_id, _, score, _ = parts
-        run.setdefault(qid, {})[doc_id] = parse_score(score, path, line, "score")
+        with skippable():
+            parts = text.split()
+            if len(parts) != 6:
+                raise LlaraError(f"expected 6 columns (qid Q0 docid rank score tag), got {len(parts)}", path, line)
+            qid, _, doc_id, _, score, _ = parts
+            value = parse_score(score, path, line, "score")
+            if doc_id in run.get(qid, {}):
+                raise LlaraError(f"duplicate document {doc_id!r} for query {qid!r}", path, line, "docid")
+            run.setdefault(qid, {})[doc_id] = value
     return run

@@ -1,0 +1,90 @@
+"""Peak memory of `llara encode` as the corpus grows: streaming chunks keep it flat.
+
+Runs `python -m llara encode` as a subprocess on synthetic corpora of two sizes (default 2,000 and
+8,000 documents of ~150 words) and reads each run's own peak RSS (ru_maxrss from os.wait4). The
+model is a small random LLaMA with smollm2's real tokenizer, so the test measures llara's memory,
+not the model's. A pipeline that held the corpus or all embeddings would grow with the corpus.
+
+    flock /tmp/llara-cpu.lock python benchmarks/bench_encode_memory.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+from llara.models import resolve_model
+
+
+def small_model(folder: Path) -> Path:
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def corpus(path: Path, n: int, words_per_doc: int = 150) -> Path:
+    rng = np.random.default_rng(n)
+    vocab = [f"w{i}" for i in range(5000)]
+    with open(path, "w") as f:
+        for i in range(n):
+            text = " ".join(vocab[j] for j in rng.integers(0, len(vocab), words_per_doc))
+            f.write(json.dumps({"_id": f"d{i}", "title": f"doc {i}", "text": text}) + "\n")
+    return path
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, float]:
+    """(peak RSS in MiB, seconds) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "llara", "--quiet", *args], stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"llara encode failed with exit code {proc.returncode}")
+    return usage.ru_maxrss / 1024, time.perf_counter() - t0  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="2000,8000")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = small_model(tmp / "model")
+        results = {}
+        for n in (int(s) for s in args.sizes.split(",")):
+            path = corpus(tmp / f"corpus-{n}.jsonl", n)
+            cmd = ["encode", "--model", str(model), "--corpus", str(path), "--output", str(tmp / f"emb-{n}")]
+            results[n] = peak_rss_mb([*cmd, "--precision", "fp32"])
+            size = sum(f.stat().st_size for f in (tmp / f"emb-{n}").iterdir())
+            mb = path.stat().st_size / 2**20
+            print(f"{n} docs ({mb:.1f} MiB of text, {size / 2**20:.1f} MiB of embeddings written): "
+                  f"peak RSS {results[n][0]:.0f} MiB, {results[n][1]:.0f} s")  # fmt: skip
+    small, large = min(results), max(results)
+    print(f"\ncorpus x{large / small:.0f} -> peak RSS x{results[large][0] / results[small][0]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

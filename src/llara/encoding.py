@@ -1,0 +1,288 @@
+"""Encode a corpus to .npy chunks: streaming, resumable, and split across processes.
+
+Layout of an embeddings folder::
+
+    manifest-00000-of-00002.json   one per shard: model, recipe, dim, dtype, corpus, chunk list
+    emb-0000000000-0000001024.npy  rows [0, 1024) of the corpus, float32 or float16
+    emb-0000000000-0000001024.ids  their document ids, one per line
+
+Chunks are named by their global row range, so the shards of `--shard i/n` runs merge by sorting.
+Each chunk is written to a temporary name and renamed, so a chunk that exists is complete: a
+resumed run skips it and re-encodes only what is missing. Only one chunk of text and embeddings is
+in memory at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from llara.data.io import atomic_write, get_str, iter_jsonl, require_file, write_json
+from llara.errors import LlaraError
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1024
+DTYPES = ("float32", "float16")
+# manifest keys that every shard of one folder must share, and that a resume must match
+SHARED_KEYS = ("model", "recipe", "passage_max_length", "precision", "dim", "dtype", "corpus_docs", "corpus_sha256")
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """`i/n` -> (i, n); None -> torchrun's RANK/WORLD_SIZE if set, else (0, 1)."""
+    if spec is None:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise LlaraError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise LlaraError(f"--shard {spec!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard_rows(total: int, i: int, n: int) -> tuple[int, int]:
+    """The i-th of n contiguous, near-equal slices of range(total)."""
+    return total * i // n, total * (i + 1) // n
+
+
+def manifest_name(i: int, n: int) -> str:
+    return f"manifest-{i:05d}-of-{n:05d}.json"
+
+
+def chunk_stem(lo: int, hi: int) -> str:
+    return f"emb-{lo:010d}-{hi:010d}"
+
+
+def iter_corpus(path: str | Path) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """(line, id, {"title", "text"}) per document, streaming, with read_corpus's field checks."""
+    path = require_file(path, "corpus file")
+    for line, row in iter_jsonl(path):
+        doc_id = get_str(row, "_id", path, line)
+        text = get_str(row, "text", path, line, allow_empty=True)
+        title = get_str(row, "title", path, line, required=False)
+        if not text.strip() and not title.strip():
+            raise LlaraError("empty document (no text and no title)", path, line, "text")
+        yield line, doc_id, {"title": title, "text": text}
+
+
+def scan_corpus(path: str | Path) -> tuple[int, str]:
+    """Validate every document, refuse duplicate or unprintable ids; (count, sha256 of the ids).
+
+    The hash ties a resume (and the shards of one folder) to the same corpus in the same order.
+    """
+    h = hashlib.sha256()
+    seen: set[str] = set()
+    for line, doc_id, _ in iter_corpus(path):
+        if any(c.isspace() for c in doc_id):
+            raise LlaraError("id contains whitespace (a TREC run cannot hold it)", path, line, "_id")
+        if doc_id in seen:
+            raise LlaraError(f"duplicate _id {doc_id!r}", path, line, "_id")
+        seen.add(doc_id)
+        h.update(doc_id.encode() + b"\n")
+    if not seen:
+        raise LlaraError("corpus is empty", path)
+    return len(seen), h.hexdigest()
+
+
+def _chunks(path: Path, lo: int, hi: int, chunk_size: int) -> Iterator[tuple[int, int, list[str], list[dict]]]:
+    """(start, end, ids, docs) for consecutive chunks of corpus rows [lo, hi), streaming."""
+    ids: list[str] = []
+    docs: list[dict] = []
+    start = lo
+    for row, (_, doc_id, doc) in enumerate(iter_corpus(path)):
+        if row < lo:
+            continue
+        if row >= hi:
+            break
+        ids.append(doc_id)
+        docs.append(doc)
+        if len(ids) == chunk_size:
+            yield start, start + len(ids), ids, docs
+            start, ids, docs = start + len(ids), [], []
+    if ids:
+        yield start, start + len(ids), ids, docs
+
+
+def _chunk_is_complete(folder: Path, lo: int, hi: int, dim: int, dtype: str) -> bool:
+    stem = chunk_stem(lo, hi)
+    emb, ids = folder / f"{stem}.npy", folder / f"{stem}.ids"
+    if not (emb.is_file() and ids.is_file()):
+        return False
+    try:
+        arr = np.load(emb, mmap_mode="r", allow_pickle=False)
+    except ValueError:
+        return False
+    return arr.shape == (hi - lo, dim) and arr.dtype == np.dtype(dtype) and _count_lines(ids) == hi - lo
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def encode_corpus_file(
+    encoder,
+    corpus: str | Path,
+    output: str | Path,
+    shard: tuple[int, int] = (0, 1),
+    resume: bool = False,
+    dtype: str = "float32",
+    batch_size: int = 32,
+    max_tokens_per_batch: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    show_progress_bar: bool = True,
+) -> dict:
+    """Encode shard `i/n` of a corpus file (EBAE / passage prompt) into `output`; returns its manifest."""
+    corpus, output = Path(corpus), Path(output)
+    if dtype not in DTYPES:
+        raise LlaraError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if chunk_size < 1:
+        raise LlaraError("chunk size must be at least 1")
+    i, n = shard
+    total, corpus_hash = scan_corpus(corpus)  # every check happens before anything is written
+    lo, hi = shard_rows(total, i, n)
+    manifest = {
+        "model": encoder.fingerprint(),
+        "recipe": encoder.recipe.name,
+        "query_max_length": encoder.max_length["query"],
+        "passage_max_length": encoder.max_length["passage"],
+        "precision": str(encoder.amp_dtype or "float32").removeprefix("torch."),
+        "dim": encoder.dim,
+        "dtype": dtype,
+        "corpus": str(corpus),
+        "corpus_docs": total,
+        "corpus_sha256": corpus_hash,
+        "shard": [i, n],
+        "rows": [lo, hi],
+        "chunk_size": chunk_size,
+        "complete": False,
+        "chunks": [],
+    }
+    path = output / manifest_name(i, n)
+    if path.exists() and not resume:
+        raise LlaraError(
+            f"shard {i}/{n} was already started here; pass --resume to finish it, or use a new folder", path
+        )
+    _check_folder(output, manifest)
+
+    write_json(path, manifest)
+    done = 0
+    with tqdm(total=hi - lo, desc=f"encode shard {i}/{n}", unit="doc", disable=not show_progress_bar) as bar:
+        for start, end, ids, docs in _chunks(corpus, lo, hi, chunk_size):
+            stem = chunk_stem(start, end)
+            if not (resume and _chunk_is_complete(output, start, end, encoder.dim, dtype)):
+                emb = encoder.encode_corpus(
+                    docs, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=False
+                ).astype(dtype)
+                # ids first, embeddings last: an .npy file that exists marks its chunk as written
+                with atomic_write(output / f"{stem}.ids") as f:
+                    f.write("".join(d + "\n" for d in ids))
+                with atomic_write(output / f"{stem}.npy", mode="wb") as f:
+                    np.save(f, emb, allow_pickle=False)
+                done += len(ids)
+            manifest["chunks"].append({"rows": [start, end], "file": f"{stem}.npy", "ids": f"{stem}.ids"})
+            bar.update(len(ids))
+    manifest.update(complete=True, encoded_now=done)
+    write_json(path, manifest)
+    return manifest
+
+
+def _check_folder(output: Path, manifest: dict) -> None:
+    """Refuse to mix shards of another model, recipe, dtype, corpus or shard count in one folder."""
+    for other in sorted(output.glob("manifest-*.json")):
+        seen = json.loads(other.read_text())
+        for key in (*SHARED_KEYS, "chunk_size"):
+            if seen.get(key) != manifest[key]:
+                raise LlaraError(
+                    f"this folder holds embeddings with {key}={seen.get(key)!r}, not {manifest[key]!r}; "
+                    "use a new folder",
+                    other,
+                    field=key,
+                )
+        if seen["shard"][1] != manifest["shard"][1]:
+            raise LlaraError(f"this folder is split in {seen['shard'][1]} shards, not {manifest['shard'][1]}", other)
+
+
+# ------------------------------------------------------------------------------------------ reading
+@dataclass
+class Embeddings:
+    """A finished embeddings folder: its shared metadata and its chunks, memory-mapped on demand."""
+
+    folder: Path
+    info: dict  # the SHARED_KEYS plus query_max_length
+    chunks: list[tuple[int, int, Path, Path]]  # (start, end, .npy, .ids), in row order
+
+    @property
+    def count(self) -> int:
+        return self.info["corpus_docs"]
+
+    @property
+    def dim(self) -> int:
+        return self.info["dim"]
+
+    def arrays(self) -> Iterator[np.ndarray]:
+        for _, _, emb, _ in self.chunks:
+            yield np.load(emb, mmap_mode="r", allow_pickle=False)
+
+    def ids(self) -> list[str]:
+        out: list[str] = []
+        for _, _, _, ids in self.chunks:
+            out.extend(ids.read_text(encoding="utf-8").splitlines())
+        return out
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """float32 copies of the given (sorted) global rows, e.g. a training sample."""
+        parts = []
+        for (start, end, _, _), arr in zip(self.chunks, self.arrays(), strict=True):
+            sel = index[(index >= start) & (index < end)] - start
+            if len(sel):
+                parts.append(np.asarray(arr[sel], dtype=np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+
+def open_embeddings(folder: str | Path) -> Embeddings:
+    """Check that every shard is complete and the chunks cover the corpus exactly once."""
+    folder = Path(folder)
+    manifests = sorted(folder.glob("manifest-*.json"))
+    if not folder.is_dir() or not manifests:
+        raise LlaraError("not an embeddings folder (no manifest-*.json); run `llara encode` first", folder)
+    first = json.loads(manifests[0].read_text())
+    n = first["shard"][1]
+    shards: dict[int, dict] = {}
+    for path in manifests:
+        m = json.loads(path.read_text())
+        for key in SHARED_KEYS:
+            if m.get(key) != first.get(key):
+                raise LlaraError(f"shards disagree on {key}", path, field=key)
+        if not m.get("complete"):
+            i = m["shard"][0]
+            raise LlaraError(f"shard {i}/{n} is unfinished; rerun `llara encode --shard {i}/{n} --resume`", path)
+        shards[m["shard"][0]] = m
+    missing = [i for i in range(n) if i not in shards]
+    if missing or len(manifests) != n:
+        raise LlaraError(f"shards {missing} of {n} are missing; run `llara encode --shard i/{n}` for each", folder)
+    chunks = []
+    expected = 0
+    for i in range(n):
+        for c in shards[i]["chunks"]:
+            start, end = c["rows"]
+            emb, ids = folder / c["file"], folder / c["ids"]
+            if start != expected:
+                raise LlaraError(f"chunk {c['file']} starts at row {start}, expected {expected}", folder)
+            if not _chunk_is_complete(folder, start, end, first["dim"], first["dtype"]):
+                raise LlaraError(f"chunk {c['file']} is missing or does not match its manifest", folder)
+            chunks.append((start, end, emb, ids))
+            expected = end
+    if expected != first["corpus_docs"]:
+        raise LlaraError(f"chunks cover {expected} of {first['corpus_docs']} documents", folder)
+    info = {key: first[key] for key in (*SHARED_KEYS, "query_max_length")}
+    return Embeddings(folder, info, chunks)

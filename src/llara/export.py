@@ -1,0 +1,150 @@
+"""Export a llara model to a folder other tools load directly.
+
+- ``hf``: a plain Hugging Face folder (safetensors, LoRA already merged by `load_model`, tokenizer
+  with the recipe's special tokens, ``llara.json`` with the recipe and lengths).
+- ``sentence-transformers``: the same folder plus modules.json / config_sentence_transformers.json,
+  so ``SentenceTransformer(DIR, trust_remote_code=True)`` embeds exactly as llara does (see st_module).
+
+The folder is built under a temporary name beside the target and renamed into place, so a killed
+export never leaves a half-written model under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from llara.errors import LlaraError
+
+FORMATS = ("hf", "sentence-transformers")
+
+_README = """# {name}
+
+A LLaRA dense retriever exported by llara (recipe `{recipe}`; queries up to {q} tokens, passages up to {p}).
+Queries take the EBAR prompt, passages the EBAE prompt; embeddings are L2-normalised, score = inner product.
+
+```python
+{usage}
+```
+"""
+
+_USAGE = {
+    "hf": """from llara import LlaraEncoder
+
+encoder = LlaraEncoder.from_pretrained("{path}")
+scores = encoder.encode_queries(["a query"]) @ encoder.encode_corpus(["a passage"]).T""",
+    "sentence-transformers": """from sentence_transformers import SentenceTransformer
+
+# trust_remote_code: sentence-transformers >= 6 asks it for any module class outside its own package;
+# the class is llara.st_module.LlaraModule from the installed llara, nothing is read from this folder.
+model = SentenceTransformer("{path}", trust_remote_code=True)
+scores = model.encode_query(["a query"]) @ model.encode_document(["a passage"]).T""",
+}
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise LlaraError("exists and is not a folder", output)
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise LlaraError("folder exists and is not empty; pass --overwrite to replace it", output)
+
+
+def require_sentence_transformers() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("sentence-transformers").split(".")[0])
+    except PackageNotFoundError:
+        major = 0
+    if major < 6:
+        raise LlaraError(
+            "the sentence-transformers format needs sentence-transformers >= 6: pip install 'sentence-transformers>=6'"
+        )
+
+
+def write_folder(encoder, folder: Path, fmt: str) -> None:
+    """Write `encoder` into an existing empty folder in the given format."""
+    # Left padding is what llara's pooling assumes; a user batching with the HF tokenizer gets it too.
+    encoder.tokenizer.padding_side = "left"
+    encoder.tokenizer.init_kwargs["padding_side"] = "left"  # what save_pretrained writes to tokenizer_config
+    if fmt == "hf":
+        encoder.save_pretrained(folder)
+    else:
+        require_sentence_transformers()
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.base.modules import Normalize
+
+        from llara.st_module import SIDE_MARKERS, LlaraModule
+
+        module = LlaraModule(encoder.model, encoder.tokenizer, **encoder.config())
+        st = SentenceTransformer(
+            modules=[module, Normalize()], prompts=dict(SIDE_MARKERS), similarity_fn_name="cosine", device="cpu"
+        )
+        st.save(os.fspath(folder), create_model_card=False)
+    cfg = encoder.config()
+    usage = _USAGE[fmt].format(path=folder.name)
+    readme = _README.format(
+        name=folder.name, recipe=cfg["recipe"], q=cfg["query_max_length"], p=cfg["passage_max_length"], usage=usage
+    )
+    (folder / "README.md").write_text(readme, encoding="utf-8")
+
+
+def _share_permissions(folder: Path) -> None:
+    """mkdtemp makes 0700 folders and transformers writes 0600 weights: give the export the usual
+    umask permissions, as a folder made by hand would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def export_encoder(encoder, output: str | os.PathLike, fmt: str = "hf", overwrite: bool = False) -> Path:
+    """Write a loaded LlaraEncoder to `output` atomically (temp folder beside it, then rename)."""
+    if fmt not in FORMATS:
+        raise LlaraError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    output = Path(output)
+    check_output(output, overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    try:
+        write_folder(encoder, tmp, fmt)
+        _share_permissions(tmp)
+        # README's usage names the final folder, not the temporary one.
+        readme = tmp / "README.md"
+        readme.write_text(readme.read_text(encoding="utf-8").replace(tmp.name, output.name), encoding="utf-8")
+        if output.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
+            os.replace(output, old / output.name)
+            os.replace(tmp, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output
+
+
+def export(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    fmt: str = "hf",
+    recipe: str | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    **encoder_kwargs,
+) -> Path:
+    """Load `model` (built-in name, GGUF, HF folder or LoRA adapter folder, merged) and export it."""
+    from llara.encoder import LlaraEncoder
+
+    if fmt not in FORMATS:
+        raise LlaraError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_output(Path(output), overwrite)  # before the (slow) load
+    if fmt == "sentence-transformers":
+        require_sentence_transformers()
+    encoder = LlaraEncoder.from_pretrained(
+        model, recipe=recipe, trust_remote_code=trust_remote_code, precision="fp32", device="cpu", **encoder_kwargs
+    )
+    return export_encoder(encoder, output, fmt, overwrite)

@@ -1,0 +1,152 @@
+"""Contrastive fine-tuning on the shared training machinery (llara.training, HF Trainer).
+
+ContrastiveTrainer only adds what is specific to retrieval: the InfoNCE loss over query and passage
+embeddings, negatives gathered across ranks, and the GradCache training step. LoRA, special-token
+learning rate, bf16, checkpoints, --resume, --max-time and the final merged save come from
+llara.training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from llara.encoder import CONFIG_NAME
+from llara.errors import LlaraError
+from llara.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
+from llara.finetune.loss import embed, grad_cache_step, info_nce
+from llara.prompts import PromptBuilder, get_recipe
+from llara.training import LlaraTrainer, TrainOptions, prepare_model, resume_checkpoint, save_final, training_arguments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneOptions:
+    """What is specific to contrastive fine-tuning (the rest lives in TrainOptions)."""
+
+    group_size: int = 16
+    temperature: float = 0.01
+    query_max_length: int = 64
+    passage_max_length: int = 160
+    negatives_cross_device: bool = False
+    grad_cache: bool = False
+    chunk_size: int = 8
+
+    def validate(self) -> None:
+        if self.group_size < 1:
+            raise LlaraError(f"--group-size must be at least 1, got {self.group_size}")
+        if self.temperature <= 0:
+            raise LlaraError(f"--temperature must be positive, got {self.temperature}")
+        if self.chunk_size < 1:
+            raise LlaraError(f"--chunk-size must be at least 1, got {self.chunk_size}")
+
+
+class EpochSampling(TrainerCallback):
+    """Tell the dataset which epoch it serves, so every epoch samples fresh (but reproducible) groups."""
+
+    def __init__(self, dataset: TrainDataset) -> None:
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch or 0))
+
+
+class ContrastiveTrainer(LlaraTrainer):
+    def __init__(self, *args, ft: FinetuneOptions, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ft = ft
+
+    def _loss(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return info_nce(q, p, self.ft.temperature, self.ft.negatives_cross_device)
+
+    def _record(self, inputs: dict, loss: torch.Tensor) -> None:
+        tokens = int(inputs["query"]["attention_mask"].sum() + inputs["passage"]["attention_mask"].sum())
+        self.record(tokens=tokens, contrastive=loss.detach())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        q = embed(model, inputs["query"], self.recipe)
+        p = embed(model, inputs["passage"], self.recipe)
+        loss = self._loss(q, p)
+        self._record(inputs, loss)
+        return (loss, {"q": q, "p": p}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.ft.grad_cache:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        scale = 1.0 / self.current_gradient_accumulation_steps  # as the Trainer scales a plain loss
+
+        def encode(part: dict) -> torch.Tensor:
+            with self.compute_loss_context_manager():
+                return embed(model, part, self.recipe)
+
+        loss = grad_cache_step(
+            encode,
+            inputs["query"],
+            inputs["passage"],
+            self._loss,
+            self.ft.chunk_size,
+            backward=lambda surrogate: self.accelerator.backward(surrogate * scale),
+            no_sync=lambda: self.accelerator.no_sync(model),
+        )
+        self._record(inputs, loss)
+        return loss * scale
+
+
+def saved_recipe(model: str) -> str | None:
+    config = Path(str(model)) / CONFIG_NAME
+    return json.loads(config.read_text()).get("recipe") if config.is_file() else None
+
+
+def finetune(
+    model: str,
+    train_file: str | Path,
+    opts: TrainOptions,
+    ft: FinetuneOptions,
+    recipe: str | None = None,
+    trust_remote_code: bool = False,
+) -> dict:
+    """Fine-tune `model` on query/pos/neg rows and save a merged HF folder at opts.output."""
+    from llara.models import load_model
+
+    opts.validate()
+    ft.validate()
+    examples = read_train_file(train_file)  # all input checks happen before anything is written
+    checkpoint = resume_checkpoint(opts)
+    recipe_ = get_recipe(recipe or saved_recipe(model) or "reference")
+    hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
+    dataset = TrainDataset(examples, ft.group_size, seed=opts.seed, path=train_file)
+    collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), ft.query_max_length, ft.passage_max_length)
+    settings = {k: v for k, v in vars(ft).items()} | {"train": str(train_file), "base_model": str(model)}
+    opts.extra = {**opts.extra, "finetune": settings}
+    # Gathered negatives need the same batch size on every rank.
+    args = training_arguments(opts, dataloader_drop_last=ft.negatives_cross_device)
+    trainer = ContrastiveTrainer(
+        model=wrapped,
+        args=args,
+        opts=opts,
+        recipe=recipe_,
+        ft=ft,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[EpochSampling(dataset)],
+    )
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.is_world_process_zero():
+        save_final(trainer.model, tokenizer, recipe_, opts.output, extra=opts.extra)
+    return {
+        "examples": len(examples),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "output": str(opts.output),
+    }

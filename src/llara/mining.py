@@ -1,0 +1,208 @@
+"""Training rows for `llara finetune`: hard negatives mined from a retriever, or weak pairs from a corpus.
+
+`mine`: for each judged query of a BEIR split, retrieve with a model (FAISS) or BM25 and sample
+negatives from a rank range, never a judged positive. `pairs`: no labels at all; a document's title
+(or one of its sentences) is the query, its text the positive, and BM25 neighbours the negatives.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llara.data.io import write_jsonl
+from llara.errors import LlaraError
+from llara.prompts import format_document
+from llara.retrieval.runs import Run
+
+log = logging.getLogger(__name__)
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """'10-100' -> (10, 100): ranked list positions [10, 100) (0-based), i.e. skip the top 10."""
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if not m or int(m[1]) >= int(m[2]):
+        raise LlaraError(f"--range must look like 10-100 (start < end), got {text!r}")
+    return int(m[1]), int(m[2])
+
+
+def ranked(scores: dict[str, float]) -> list[str]:
+    return [d for d, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def sample_negatives(candidates: list[str], n: int, rng: random.Random) -> list[str]:
+    return candidates if len(candidates) <= n else rng.sample(candidates, n)
+
+
+@dataclass
+class MineSummary:
+    rows: int = 0
+    negatives: int = 0
+    short: int = 0  # rows with fewer negatives than asked (small corpus or narrow range)
+    skipped: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- mine
+def retrieve(model: str, data, k: int, batch_size: int = 32, **encoder_kwargs) -> tuple[Run, dict[str, float]]:
+    """Top-k run for every judged query: BM25 or a dense model through the evaluation harness."""
+    from llara.evaluation import evaluate_bm25, evaluate_dense
+
+    if model == "bm25":
+        result = evaluate_bm25(data, k=k)
+    else:
+        from llara.encoder import LlaraEncoder
+
+        result = evaluate_dense(LlaraEncoder.from_pretrained(model, **encoder_kwargs), data, k=k, batch_size=batch_size)
+    return result.run, result.metrics
+
+
+def mine(
+    model: str,
+    data_dir: str | Path,
+    output: str | Path,
+    split: str = "train",
+    rank_range: str = "10-100",
+    negatives: int = 15,
+    seed: int = 42,
+    **encoder_kwargs,
+) -> MineSummary:
+    """Write {"query", "pos", "neg", "query_id", "pos_ids", "neg_ids"} rows for every judged query."""
+    from llara.data.beir import load_beir
+
+    lo, hi = parse_range(rank_range)
+    data = load_beir(data_dir, split)  # validates before anything is written
+    run, metrics = retrieve(model, data, k=hi, **encoder_kwargs)
+    rng = random.Random(seed)
+    summary = MineSummary(metrics=metrics)
+    rows = []
+    for qid, query in data.queries.items():
+        positives = [d for d, rel in data.qrels[qid].items() if rel > 0]
+        judged_pos = set(positives)
+        if not positives:
+            summary.skipped["no positive judgement"] = summary.skipped.get("no positive judgement", 0) + 1
+            continue
+        candidates = [d for d in ranked(run.get(qid, {}))[lo:hi] if d not in judged_pos]
+        neg_ids = sample_negatives(candidates, negatives, rng)
+        summary.short += len(neg_ids) < negatives
+        summary.negatives += len(neg_ids)
+        rows.append(
+            {
+                "query": query,
+                "pos": [format_document(data.corpus[d]) for d in positives],
+                "neg": [format_document(data.corpus[d]) for d in neg_ids],
+                "query_id": qid,
+                "pos_ids": positives,
+                "neg_ids": neg_ids,
+            }
+        )
+    if not rows:
+        raise LlaraError(f"no query of split {split!r} has a positive judgement", Path(data_dir) / "qrels")
+    summary.rows = write_jsonl(output, rows)
+    return summary
+
+
+# --------------------------------------------------------------------------------------- pairs
+SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", " ", text).strip().lower()
+
+
+def strip_title(title: str, text: str) -> str:
+    """The text without a leading copy of its title (else the task is string matching)."""
+    t, words = _norm(title), text.split()
+    if not t:
+        return text.strip()
+    for n in range(1, len(words) + 1):
+        head = _norm(" ".join(words[:n]))
+        if head == t:
+            return " ".join(words[n:]).lstrip(" .:-\u2013\u2014").strip()
+        if not t.startswith(head):
+            break
+    return text.strip()
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in SENTENCE.split(text) if len(s.split()) >= 4]
+
+
+def make_pair(doc: dict[str, str], query_mode: str, rng: random.Random) -> tuple[str, str] | None:
+    """(query, positive) of one document, or None if it cannot give one."""
+    title = (doc.get("title") or "").strip()
+    text = strip_title(title, doc.get("text") or "")
+    if query_mode == "title":
+        return (title, text) if title and text else None
+    sentences = split_sentences(text)
+    if len(sentences) < 2:
+        return None
+    i = rng.randrange(len(sentences))
+    rest = " ".join(sentences[:i] + sentences[i + 1 :])  # the sentence itself leaves the positive
+    return sentences[i], format_document({"title": title, "text": rest})
+
+
+def pairs(
+    corpus_path: str | Path,
+    output: str | Path,
+    query_mode: str = "title",
+    negatives: int = 15,
+    rank_range: str = "0-50",
+    seed: int = 42,
+) -> MineSummary:
+    """Weak supervision from an unlabeled BEIR corpus.jsonl: one row per usable document."""
+    from llara.data.beir import read_corpus
+    from llara.retrieval.bm25 import BM25
+
+    if query_mode not in ("title", "sentence"):
+        raise LlaraError(f"--query must be 'title' or 'sentence', got {query_mode!r}")
+    lo, hi = parse_range(rank_range)
+    corpus = read_corpus(corpus_path)
+    rng = random.Random(seed)
+    summary = MineSummary()
+    made: dict[str, tuple[str, str]] = {}
+    for doc_id, doc in corpus.items():
+        pair = make_pair(doc, query_mode, rng)
+        if pair is None:
+            reason = "no title" if query_mode == "title" and not doc["title"].strip() else "no usable text"
+            if query_mode == "sentence":
+                reason = "fewer than 2 sentences"
+            summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
+        else:
+            made[doc_id] = pair
+    if not made:
+        raise LlaraError(f"no document can give a ({query_mode}, text) pair", corpus_path)
+    # Negatives take the positives' form (title-stripped text for title queries, title + text for
+    # sentence queries), so the model cannot tell a positive from a negative by whether it has a title.
+    if query_mode == "title":
+        texts = {d: strip_title(doc["title"], doc["text"]) for d, doc in corpus.items()}
+    else:
+        texts = {d: format_document(doc) for d, doc in corpus.items()}
+    doc_ids = [d for d in corpus if texts[d]]
+    bm25 = BM25(doc_ids, [texts[d] for d in doc_ids])
+    qids = list(made)
+    run = bm25.search(qids, [made[d][0] for d in qids], k=min(hi + 1, len(doc_ids)))
+    titles = {d: _norm(doc["title"]) for d, doc in corpus.items()}
+    rows = []
+    for doc_id in qids:
+        query, positive = made[doc_id]
+        same = titles[doc_id]
+        # Never the document itself, nor a document with the same title (a duplicate is no negative).
+        candidates = [d for d in ranked(run.get(doc_id, {})) if d != doc_id and not (same and titles[d] == same)]
+        neg_ids = sample_negatives(candidates[lo:hi], negatives, rng)
+        summary.short += len(neg_ids) < negatives
+        summary.negatives += len(neg_ids)
+        rows.append(
+            {
+                "query": query,
+                "pos": [positive],
+                "neg": [texts[d] for d in neg_ids],
+                "doc_id": doc_id,
+                "neg_ids": neg_ids,
+            }
+        )
+    summary.rows = write_jsonl(output, rows)
+    return summary

@@ -1,0 +1,182 @@
+"""Pretraining rows from plain text: chunks of a document, each with its own and the next chunk's tokens.
+
+Accepted corpora (one file):
+- `.txt`: documents separated by blank lines;
+- JSONL of {"text"} or {"title", "text"} rows (a BEIR corpus.jsonl is one of these);
+- JSONL in the reference code's format {"input", "output_summarize", "output_predict"}.
+
+A document is split on sentence boundaries into consecutive chunks of at most `text_budget` tokens
+(the chunk length minus the prompt). Chunk i is trained with EBAE on itself and EBAR on chunk i+1; a
+document's last chunk has no EBAR target. Everything streams; a seeded shuffle buffer mixes chunks
+deterministically, so a resumed run sees the same order.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import IterableDataset
+from transformers import PreTrainedTokenizerBase
+
+from llara.data.io import get_str, iter_jsonl, iter_lines, require_file
+from llara.errors import LlaraError
+
+REFERENCE_FIELDS = ("input", "output_summarize", "output_predict")
+SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)")  # split after . ! ? and keep the space with the next sentence
+
+
+@dataclass(frozen=True)
+class Document:
+    line: int
+    text: str
+    # Reference-format rows bring their own targets instead of being chunked.
+    summarize: str | None = None
+    predict: str | None = None
+
+
+def corpus_format(path: Path) -> str:
+    """'txt', 'reference' or 'text', from the suffix and the first row."""
+    if path.suffix.lower() == ".txt":
+        return "txt"
+    for _, row in iter_jsonl(path):
+        return "reference" if "input" in row else "text"
+    raise LlaraError("empty corpus: no documents", path)
+
+
+def iter_documents(path: str | Path) -> Iterator[Document]:
+    """Stream the documents of a corpus file, validating each one (errors name file and line)."""
+    path = require_file(Path(path), "corpus")
+    fmt = corpus_format(path)
+    count = 0
+    if fmt == "txt":
+        lines: list[str] = []
+        start = 0
+        for number, line in iter_lines(path):
+            if line.strip():
+                start = start or number
+                lines.append(line.strip())
+            elif lines:
+                yield Document(start, " ".join(lines))
+                count, lines, start = count + 1, [], 0
+        if lines:
+            yield Document(start, " ".join(lines))
+            count += 1
+    else:
+        for number, row in iter_jsonl(path):
+            if fmt == "reference":
+                for name in REFERENCE_FIELDS:
+                    if name not in row:
+                        raise LlaraError(
+                            "missing (reference-format rows need input, output_summarize, output_predict)",
+                            path,
+                            number,
+                            name,
+                        )
+                text = get_str(row, "input", path, number)
+                summarize = get_str(row, "output_summarize", path, number)
+                predict = get_str(row, "output_predict", path, number, allow_empty=True)  # "" = no next passage
+                yield Document(number, text.strip(), summarize.strip(), predict.strip())
+            else:
+                if "text" not in row:
+                    raise LlaraError("missing (rows need a text field)", path, number, "text")
+                title = get_str(row, "title", path, number, required=False)
+                text = get_str(row, "text", path, number, allow_empty=True)
+                full = f"{title.strip()} {text.strip()}".strip()
+                if not full:
+                    raise LlaraError("document has no text", path, number, "text")
+                yield Document(number, full)
+            count += 1
+    if count == 0:
+        raise LlaraError("empty corpus: no documents", path)
+
+
+def count_documents(path: str | Path) -> int:
+    """One validating pass over the corpus (no tokenising): run it before anything is written."""
+    return sum(1 for _ in iter_documents(path))
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in SENTENCE_END.split(text) if s.strip()]
+
+
+def chunk_ids(sentence_ids: list[list[int]], budget: int) -> list[list[int]]:
+    """Pack whole sentences into chunks of at most `budget` tokens; a longer sentence is cut."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    for ids in sentence_ids:
+        if current and len(current) + len(ids) > budget:
+            chunks.append(current)
+            current = []
+        while len(ids) > budget:  # one sentence longer than a chunk
+            if current:
+                chunks.append(current)
+                current = []
+            chunks.append(ids[:budget])
+            ids = ids[budget:]
+        current = current + ids
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class PretrainDataset(IterableDataset):
+    """Endless stream of {"text_ids", "next_ids"} examples (next_ids is None for a last chunk).
+
+    Epoch e shuffles with seed + e through a buffer of `shuffle_buffer` chunks, so the order is a
+    pure function of (corpus, tokenizer, seed): a resumed Trainer replays it exactly.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        tokenizer: PreTrainedTokenizerBase,
+        text_budget: int,
+        seed: int = 42,
+        shuffle_buffer: int = 2048,
+        epochs: int | None = None,
+    ) -> None:
+        if text_budget < 1:
+            raise LlaraError(f"chunk length leaves no room for text ({text_budget} tokens)")
+        self.path, self.tokenizer, self.budget = Path(path), tokenizer, text_budget
+        self.seed, self.shuffle_buffer, self.epochs = seed, shuffle_buffer, epochs
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    def chunks(self) -> Iterator[dict]:
+        """Examples of one pass over the corpus, in file order."""
+        for doc in iter_documents(self.path):
+            if doc.summarize is not None:  # reference format: targets given
+                text, own, nxt = self._ids([doc.text, doc.summarize, doc.predict or " "])
+                yield {
+                    "text_ids": text[: self.budget],
+                    "own_ids": own[: self.budget],
+                    "next_ids": nxt[: self.budget] if doc.predict else None,
+                }
+                continue
+            pieces = chunk_ids(self._ids(split_sentences(doc.text)), self.budget)
+            for i, ids in enumerate(pieces):
+                yield {"text_ids": ids, "own_ids": ids, "next_ids": pieces[i + 1] if i + 1 < len(pieces) else None}
+
+    def shuffled(self, epoch: int) -> Iterator[dict]:
+        rng = random.Random(self.seed + epoch)
+        buffer: list[dict] = []
+        for example in self.chunks():
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(example)
+                continue
+            i = rng.randrange(len(buffer))
+            yield buffer[i]
+            buffer[i] = example
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch = 0
+        while self.epochs is None or epoch < self.epochs:
+            yield from self.shuffled(epoch)
+            epoch += 1

@@ -1,0 +1,77 @@
+"""The LLaRA pretraining loss: EBAE + EBAR bag-of-words, plus the optional next-token LM loss.
+
+Per task: logits at the recipe's pooled positions (8 special tokens for `reference`, the one EOS for
+`paper`) through the model's own LM head, max-pooled over those positions, log-softmax, and
+-mean over the target's distinct token ids of log p. Each task is averaged over the examples that
+have a target (a document's last chunk has no EBAR target) and divided by 10, as the reference code
+does; bow = (EBAE + EBAR) / 2; total = LM + bow.
+
+Only the positions that need them go through the LM head (HF's `logits_to_keep` with a boolean
+mask): the pooled ones, and the passage tokens when the LM loss is on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+BOW_SCALE = 0.1  # the reference code divides each bag-of-words loss by 10
+
+
+def bow_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, k, V] at the pooled positions, targets [B, T] (-1 = padding).
+
+    Returns the per-example loss [B] and which examples have any target [B]."""
+    logp = logits.float().max(dim=1).values.log_softmax(dim=-1)
+    present = targets >= 0
+    picked = logp.gather(1, targets.clamp(min=0)) * present
+    count = present.sum(1)
+    return -picked.sum(1) / count.clamp(min=1), count > 0
+
+
+def task_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One forward pass; the raw (unscaled) losses of whichever tasks the batch carries:
+    "ebae" / "ebar" if it has `<task>_special` positions, "lm" if it has LM positions."""
+    tasks = [t for t in ("ebae", "ebar") if f"{t}_special" in batch]
+    lm_positions = batch["lm_positions"]
+    keep = lm_positions.clone()
+    for t in tasks:
+        keep |= batch[f"{t}_special"]
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        logits_to_keep=keep,  # boolean [B, L]: logits come back flattened, row-major [n_kept, V]
+        use_cache=False,
+    )
+    logits = out.logits
+    slot = (keep.flatten().cumsum(0) - 1).view_as(keep)  # row of `logits` for each kept position
+    n = keep.shape[0]
+    losses: dict[str, torch.Tensor] = {}
+    for t in tasks:
+        rows = slot[batch[f"{t}_special"]].view(n, -1)
+        per_example, valid = bow_loss(logits[rows], batch[f"{t}_targets"])
+        # A batch without any target still touches the logits, so every rank's graph is the same.
+        losses[t] = per_example[valid].mean() if valid.any() else logits.sum() * 0.0
+    if lm_positions.any():
+        labels = batch["input_ids"][:, 1:][lm_positions[:, :-1]]
+        losses["lm"] = F.cross_entropy(logits[slot[lm_positions]].float(), labels)
+    return losses
+
+
+def combine(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """total = LM + (EBAE + EBAR) / 2, each bag-of-words term scaled by 1/10."""
+    bow = BOW_SCALE * (losses["ebae"] + losses["ebar"]) / 2
+    return losses["lm"] + bow if "lm" in losses else bow
+
+
+def joint_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Both tasks from one pass over a PretrainCollator batch."""
+    losses = task_losses(model, batch)
+    return combine(losses), losses
+
+
+def two_pass_loss(model: torch.nn.Module, ebae_batch: dict, ebar_batch: dict):
+    """The same loss from two ordinary passes (PretrainCollator.separate): the baseline."""
+    losses = {**task_losses(model, ebae_batch), **task_losses(model, ebar_batch)}
+    return combine(losses), losses

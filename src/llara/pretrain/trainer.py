@@ -1,0 +1,84 @@
+"""`llara pretrain`: EBAE + EBAR adaptation on plain text with the HF Trainer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from llara.errors import LlaraError
+from llara.models import load_model, resolve_model
+from llara.pretrain.collator import PretrainCollator
+from llara.pretrain.data import PretrainDataset, count_documents
+from llara.pretrain.loss import joint_loss
+from llara.prompts import PromptBuilder, get_recipe
+from llara.training import (
+    LlaraTrainer,
+    TrainOptions,
+    finish,
+    prepare_model,
+    resume_checkpoint,
+    special_token_ids,
+    training_arguments,
+)
+
+log = logging.getLogger(__name__)
+
+PRETRAIN_RECIPES = ("reference", "paper")
+
+
+class PretrainTrainer(LlaraTrainer):
+    """The Trainer's loss is the joint EBAE + EBAR (+ LM) loss of one forward pass."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, parts = joint_loss(model, inputs)
+        self.record(tokens=int(inputs["real"].sum()), **{k: v.detach() for k, v in parts.items()})
+        return (loss, None) if return_outputs else loss
+
+
+def run_pretrain(
+    model_name: str,
+    corpus: str | Path,
+    opts: TrainOptions,
+    recipe: str = "reference",
+    chunk_tokens: int = 128,
+    lm_loss: bool = True,
+    shuffle_buffer: int = 2048,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Adapt `model_name` on `corpus`; write the merged model to `opts.output` and return it."""
+    if recipe not in PRETRAIN_RECIPES:
+        raise LlaraError(f"pretraining supports the recipes {', '.join(PRETRAIN_RECIPES)}, not {recipe!r}")
+    recipe_ = get_recipe(recipe)
+    opts.validate()
+    n_docs = count_documents(corpus)  # validates every row before anything is written
+    resume = resume_checkpoint(opts)
+    model, tokenizer = load_model(model_name, trust_remote_code=trust_remote_code)
+    model = prepare_model(model, tokenizer, recipe_, opts)
+    prompts = PromptBuilder(tokenizer, recipe_)
+    exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe_))
+    collator = PretrainCollator(prompts, exclude, lm_loss=lm_loss)
+    budget = chunk_tokens - collator.prompt_length()
+    if budget < 1:
+        raise LlaraError(
+            f"--chunk-tokens {chunk_tokens} is smaller than the {recipe} prompt ({collator.prompt_length()} tokens)"
+        )
+    dataset = PretrainDataset(corpus, tokenizer, budget, seed=opts.seed, shuffle_buffer=shuffle_buffer)
+    log.info("pretraining on %d documents of %s, %d text tokens per chunk", n_docs, corpus, budget)
+    opts.extra = {
+        "stage": "pretrain",
+        "base_model": str(resolve_model(model_name)),
+        "chunk_tokens": chunk_tokens,
+        "lm_loss": lm_loss,
+        **opts.extra,
+    }
+    trainer = PretrainTrainer(
+        model=model,
+        args=training_arguments(opts),
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        opts=opts,
+        recipe=recipe_,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return finish(trainer, tokenizer, recipe_, opts.output, extra=opts.extra)

@@ -1,0 +1,371 @@
+"""Training machinery shared by `llara pretrain` and `llara finetune`, on the Hugging Face Trainer.
+
+The small API a training command needs:
+
+    opts = TrainOptions(output=..., lr=..., ...)           # what the user asked for
+    model = prepare_model(model, tokenizer, recipe, opts)  # special tokens + LoRA (or full) + checkpointing
+    args = training_arguments(opts)                        # TrainingArguments (bf16, ZeRO, accumulation, ...)
+    trainer = MySubclass(model=model, args=args, opts=opts, recipe=recipe, ...)  # a LlaraTrainer
+    trainer.train(resume_from_checkpoint=resume_checkpoint(opts))
+    save_final(trainer.model, tokenizer, recipe, opts.output)  # merged, plain HF folder + llara.json
+
+LlaraTrainer gives the recipe's special-token embeddings their own learning rate, logs extra
+per-task losses (`self.record(ebae=...)`), reports tokens/s, and stops and saves at --max-time.
+Checkpoints go to `<output>-checkpoints/checkpoint-N` (each one loadable by `llara evaluate`);
+the final model folder is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from llara.encoder import CONFIG_NAME, bf16_supported
+from llara.errors import LlaraError
+from llara.prompts import Recipe, add_special_tokens
+
+log = logging.getLogger(__name__)
+
+LORA_SHORT = ("q", "k", "v", "o", "gate", "up", "down")  # LLaMA-family projection names without "_proj"
+SPECIAL_PARAM = "trainable_tokens"  # PEFT's name for the rows of the special-token embeddings
+
+
+@dataclass
+class TrainOptions:
+    """Everything a user sets on the command line for a training run (pretrain and finetune alike)."""
+
+    output: Path
+    max_steps: int | None = None
+    max_time: float | None = None  # minutes; stop cleanly and save when reached
+    lr: float = 1e-4
+    special_lr: float = 1e-3  # the new special-token embeddings: they barely move at the LoRA lr
+    batch_size: int = 8
+    grad_accum: int = 1
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    save_every: int = 200  # steps between checkpoints
+    save_at_minutes: list[float] = field(default_factory=list)  # also checkpoint at these wall-clock minutes
+    resume: bool = False
+    seed: int = 42
+    full: bool = False  # full fine-tuning instead of LoRA
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_SHORT))
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = None  # path to a DeepSpeed JSON config (configs/)
+    logging_steps: int = 5
+    extra: dict = field(default_factory=dict)  # recorded in llara.json (e.g. max lengths)
+
+    def validate(self) -> None:
+        if self.max_steps is None and self.max_time is None:
+            raise LlaraError("give --max-steps or --max-time (or both)")
+        for name in ("lr", "special_lr", "batch_size", "grad_accum", "save_every", "lora_r"):
+            if getattr(self, name) <= 0:
+                raise LlaraError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise LlaraError(f"--max-steps must be positive, got {self.max_steps}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise LlaraError(f"--max-time must be positive, got {self.max_time}")
+        if self.deepspeed and not Path(self.deepspeed).is_file():
+            raise LlaraError("DeepSpeed config not found", self.deepspeed)
+        if self.output.exists() and not self.resume and any(self.output.iterdir()):
+            raise LlaraError("output folder exists and is not empty (use --resume to continue a run)", self.output)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output.parent / f"{self.output.name}-checkpoints"
+
+
+# ------------------------------------------------------------------------------------------- model
+def lora_target_modules(targets: list[str]) -> list[str]:
+    """`q,k,v,...` -> `q_proj,k_proj,...`; full module names pass through."""
+    return [f"{t}_proj" if t in LORA_SHORT else t for t in targets]
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> list[int]:
+    return tokenizer.convert_tokens_to_ids(list(recipe.special_tokens))
+
+
+def prepare_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, opts: TrainOptions
+) -> torch.nn.Module:
+    """Add the recipe's special tokens, then wrap in LoRA (PEFT) with trainable special-token rows,
+    or leave every weight trainable (--full)."""
+    torch.manual_seed(opts.seed)  # the new embedding rows start from a seeded random draw
+    add_special_tokens(model, tokenizer, recipe)
+    model.config.use_cache = False
+    if opts.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
+    if opts.full:
+        model.train()
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=opts.lora_r,
+        lora_alpha=opts.lora_alpha,
+        lora_dropout=opts.lora_dropout,
+        target_modules=lora_target_modules(opts.lora_targets),
+        trainable_token_indices=special_token_ids(tokenizer, recipe) or None,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        peft_model = get_peft_model(model, config)
+    except ValueError as e:  # e.g. a target module the architecture does not have
+        raise LlaraError(f"LoRA: {e}") from None
+    peft_model.train()
+    return peft_model
+
+
+def param_groups(model: torch.nn.Module, lr: float, special_lr: float, weight_decay: float) -> list[dict]:
+    """Optimizer groups: special-token embedding rows at `special_lr`, everything else at `lr`."""
+    special, decay, no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if SPECIAL_PARAM in name:
+            special.append(p)
+        elif p.ndim < 2 or "norm" in name or "bias" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        {"params": special, "lr": special_lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+# ------------------------------------------------------------------------------------ arguments
+def use_bf16(precision: str) -> bool:
+    if precision == "bf16":
+        return True
+    if precision == "auto":
+        return bf16_supported(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return False
+
+
+def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
+    """TrainingArguments from our options: checkpoints in `<output>-checkpoints`, no reporting hubs."""
+    if opts.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise LlaraError(f"unknown precision {opts.precision!r}; choose auto, fp32, bf16 or fp16")
+    by_time_only = opts.max_steps is None
+    kwargs = dict(
+        output_dir=str(opts.checkpoint_dir),
+        max_steps=opts.max_steps or 10**9,  # --max-time alone: the time callback ends the run
+        learning_rate=opts.lr,
+        # A run bounded only by time has no known length to decay over: warm up, then hold the rate.
+        lr_scheduler_type="constant_with_warmup" if by_time_only else "linear",
+        warmup_steps=10 if by_time_only else max(1, round(opts.warmup_ratio * opts.max_steps)),
+        weight_decay=opts.weight_decay,
+        per_device_train_batch_size=opts.batch_size,
+        gradient_accumulation_steps=opts.grad_accum,
+        bf16=use_bf16(opts.precision),
+        use_cpu=not torch.cuda.is_available(),
+        fp16=opts.precision == "fp16",
+        gradient_checkpointing=False,  # done in prepare_model, where LoRA needs input grads too
+        deepspeed=opts.deepspeed,
+        save_strategy="steps",
+        save_steps=opts.save_every,
+        save_total_limit=None,
+        logging_steps=opts.logging_steps,
+        logging_first_step=True,
+        seed=opts.seed,
+        data_seed=opts.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        report_to="none",
+        disable_tqdm=False,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def resume_checkpoint(opts: TrainOptions) -> str | None:
+    """The last checkpoint of this run with --resume, else None (and no stale checkpoints allowed)."""
+    folder = opts.checkpoint_dir
+    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if opts.resume:
+        if last is None:
+            raise LlaraError("--resume: no checkpoint-N folder to resume from", folder)
+        log.info("resuming from %s", last)
+        return last
+    if last is not None:
+        raise LlaraError("checkpoints of an earlier run exist; pass --resume or delete them", folder)
+    return None
+
+
+# ------------------------------------------------------------------------------------ callbacks
+class TimeLimit(TrainerCallback):
+    """Stop cleanly (with a checkpoint) after `minutes`; also checkpoint at the given minutes."""
+
+    def __init__(self, minutes: float | None, save_at: list[float] | None = None) -> None:
+        self.minutes, self.save_at = minutes, sorted(save_at or [])
+        self.start = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = (time.monotonic() - self.start) / 60
+        if self.save_at and elapsed >= self.save_at[0]:
+            while self.save_at and elapsed >= self.save_at[0]:
+                self.save_at.pop(0)
+            control.should_save = True
+        if self.minutes is not None and elapsed >= self.minutes:
+            log.info("--max-time %.1f min reached at step %d; saving and stopping", self.minutes, state.global_step)
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+class RecipeFile(TrainerCallback):
+    """Make each checkpoint loadable by `llara evaluate --model CKPT`: llara.json (the recipe) and,
+    beside a LoRA adapter, the model's config.json (what marks a model folder)."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        from llara.data.io import write_json
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir() and state.is_world_process_zero:
+            write_json(folder / CONFIG_NAME, self.config)
+            if model is not None and not (folder / "config.json").exists():
+                write_json(folder / "config.json", model.config.to_dict())
+
+
+# -------------------------------------------------------------------------------------- trainer
+class LlaraTrainer(Trainer):
+    """HF Trainer with special-token learning rate, per-task loss logging and tokens/s.
+
+    Subclasses implement `compute_loss` and may call `self.record(name=value, tokens=n)`.
+    """
+
+    def __init__(self, *args, opts: TrainOptions, recipe: Recipe, **kwargs) -> None:
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        config = {"recipe": recipe.name, **opts.extra}
+        callbacks += [TimeLimit(opts.max_time, opts.save_at_minutes), RecipeFile(config)]
+        super().__init__(*args, callbacks=callbacks, **kwargs)
+        self.opts, self.recipe = opts, recipe
+        # Our losses are means per micro-batch: let the Trainer divide by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._tokens = 0
+        self._t0 = time.monotonic()
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            opt_model = self.model if model is None else model
+            cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            groups = param_groups(opt_model, self.args.learning_rate, self.opts.special_lr, self.args.weight_decay)
+            kwargs.pop("lr", None)
+            self.optimizer = cls(groups, lr=self.args.learning_rate, **kwargs)
+        return self.optimizer
+
+    def record(self, tokens: int = 0, **values: torch.Tensor | float) -> None:
+        """Remember per-task losses (averaged over the logging window) and processed tokens."""
+        self._tokens += tokens
+        for k, v in values.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+            self._counts[k] = self._counts.get(k, 0) + 1
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:  # training logs only, not the final summary
+            for k, total in self._sums.items():
+                logs[k] = round(total / max(1, self._counts[k]), 4)
+            self._sums, self._counts = {}, {}
+            logs["tokens_per_s"] = round(self._tokens / max(1e-9, time.monotonic() - self._t0), 1)
+        super().log(logs, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- output
+def merged_model(model: torch.nn.Module) -> PreTrainedModel:
+    """A plain HF model: LoRA (and the special-token rows) merged into the base weights."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    return model
+
+
+def save_final(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    recipe: Recipe,
+    output: str | os.PathLike,
+    extra: dict | None = None,
+) -> Path:
+    """Write the merged model, tokenizer and llara.json to `output` atomically (temp folder + rename).
+
+    The folder is what `LlaraEncoder.from_pretrained` / `llara evaluate --model OUT` load.
+    """
+    from llara.data.io import write_json
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    plain = merged_model(model)
+    plain.config.use_cache = True
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / CONFIG_NAME, {"recipe": recipe.name, **(extra or {})})
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output
+
+
+def finish(
+    trainer: Trainer,
+    tokenizer: PreTrainedTokenizerBase,
+    recipe: Recipe,
+    output: str | os.PathLike,
+    extra: dict | None = None,
+) -> Path:
+    """Save the final model after `trainer.train()`; call it on every rank.
+
+    Under DeepSpeed ZeRO-3 each rank holds only a shard: the Trainer first consolidates the weights
+    into a folder (a collective call), which rank 0 reloads, merges and saves like any other model.
+    """
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if trainer.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3:
+        from llara.data.io import write_json
+        from llara.models import load_model
+
+        raw = Path(trainer.args.output_dir) / "final-consolidated"
+        trainer.save_model(str(raw))
+        if trainer.is_world_process_zero():
+            if (raw / "adapter_config.json").is_file() and not (raw / "config.json").is_file():
+                write_json(raw / "config.json", merged_model(trainer.model).config.to_dict())
+            tokenizer.save_pretrained(raw)
+            model, _ = load_model(raw)
+            save_final(model, tokenizer, recipe, output, extra)
+            shutil.rmtree(raw, ignore_errors=True)
+    elif trainer.is_world_process_zero():
+        save_final(trainer.model, tokenizer, recipe, output, extra)
+    return Path(output)

@@ -1,0 +1,101 @@
+"""`llara finetune`: input validation, group sampling, and end-to-end runs on a tiny random LLaMA."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from llara.errors import LlaraError
+from llara.finetune.data import TrainDataset, read_train_file
+from tests.conftest import run_cli
+
+
+def write_rows(path, rows) -> object:
+    path.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+ROWS = [
+    {"query": f"what is {w} retrieval", "pos": [f"{w} dense passage retrieval index"], "neg": [f"library {w}", "data"]}
+    for w in ("dense", "vector", "token", "language", "search", "model")
+]
+
+
+def test_bad_rows_name_file_and_line(tmp_path):
+    bad = write_rows(tmp_path / "t.jsonl", [ROWS[0], {"query": "q", "pos": [], "neg": ["n"]}])
+    with pytest.raises(LlaraError, match=r"t\.jsonl:2: field 'pos': no positive"):
+        read_train_file(bad)
+    broken = write_rows(tmp_path / "b.jsonl", [ROWS[0], ROWS[1], '{"query": "q", "pos": ["p"]\n'])
+    with pytest.raises(LlaraError, match=r"b\.jsonl:3: malformed JSON"):
+        read_train_file(broken)
+    wrong = write_rows(tmp_path / "w.jsonl", [{"query": "q", "pos": [3]}])
+    with pytest.raises(LlaraError, match=r"w\.jsonl:1: field 'pos'"):
+        read_train_file(wrong)
+    # extra fields are ignored; Tevatron-style {"title", "text"} passages are accepted
+    ok = write_rows(tmp_path / "ok.jsonl", [{"query": "q", "pos": [{"title": "T", "text": "x"}], "neg": [], "id": 7}])
+    assert read_train_file(ok)[0].pos == ["T x"]
+
+
+def test_group_sampling_is_deterministic_and_repeats_when_short(tmp_path):
+    examples = read_train_file(write_rows(tmp_path / "t.jsonl", ROWS))
+    ds = TrainDataset(examples, group_size=4, seed=1)
+    q, group = ds[0]
+    assert q == ROWS[0]["query"] and len(group) == 4 and group[0] in ROWS[0]["pos"]
+    assert set(group[1:]) == set(ROWS[0]["neg"])  # 2 negatives for 3 slots: both used, then a repeat
+    assert ds[0] == TrainDataset(examples, group_size=4, seed=1)[0]
+    many = read_train_file(
+        write_rows(tmp_path / "m.jsonl", [{"query": "q", "pos": ["p1", "p2"], "neg": [f"n{i}" for i in range(20)]}])
+    )
+    ds = TrainDataset(many, group_size=4, seed=1)
+    first = [ds[0] for _ in range(2)]
+    ds.set_epoch(1)
+    assert first[0] == first[1] and ds[0] != first[0]  # same epoch same group, next epoch a new draw
+    assert len(set(ds[0][1][1:])) == 3  # enough negatives: no repeats
+
+
+def test_no_negatives_falls_back_to_in_batch_with_one_warning(tmp_path, caplog):
+    rows = [{"query": r["query"], "pos": r["pos"], "neg": []} for r in ROWS]
+    examples = read_train_file(write_rows(tmp_path / "t.jsonl", rows))
+    with caplog.at_level(logging.WARNING):
+        ds = TrainDataset(examples, group_size=8)
+    assert ds.group_size == 1 and all(len(ds[i][1]) == 1 for i in range(len(ds)))
+    assert len([r for r in caplog.records if "in-batch negatives only" in r.message]) == 1
+
+
+def test_finetune_cli_end_to_end(tiny_model_dir, tmp_path):
+    """LoRA run with GradCache; the output loads as a retriever and its embeddings have moved."""
+    from llara.encoder import LlaraEncoder
+
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    out = tmp_path / "ft"
+    args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--batch-size", "3"]
+    args += ["--group-size", "2", "--max-steps", "3", "--lr", "1e-2", "--precision", "fp32", "--save-every", "2"]
+    result = run_cli(*args, "--grad-cache", "--chunk-size", "2", "--query-max-length", "48")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fine-tuned 3 steps on 6 rows" in result.stderr.replace("\n", " ")
+    config = json.loads((out / "llara.json").read_text())
+    assert config["recipe"] == "reference" and config["finetune"]["grad_cache"] is True
+    assert (tmp_path / "ft-checkpoints" / "checkpoint-2").is_dir()
+    texts = ["dense passage retrieval", "library data"]
+    tuned = LlaraEncoder.from_pretrained(out, precision="fp32").encode(texts)
+    base = LlaraEncoder.from_pretrained(tiny_model_dir, precision="fp32")
+    assert tuned.shape == (2, base.dim) and np.allclose(np.linalg.norm(tuned, axis=1), 1, atol=1e-5)
+    import torch
+
+    torch.manual_seed(0)  # the base model's special-token rows are drawn at random on load
+    assert not np.allclose(tuned, base.encode(texts), atol=1e-3)
+    # a second run into the same folder refuses, unless resumed
+    again = run_cli(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_finetune_cli_bad_input_writes_nothing(tiny_model_dir, tmp_path):
+    bad = write_rows(tmp_path / "bad.jsonl", [ROWS[0], '{"query": "x"\n'])
+    out = tmp_path / "ft"
+    result = run_cli("finetune", "--model", tiny_model_dir, "--train", bad, "--output", out, "--max-steps", "1")
+    assert result.returncode == 2
+    assert "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and not (tmp_path / "ft-checkpoints").exists()

@@ -1,0 +1,145 @@
+"""Index types on small clustered data, and an index that refuses what it was not built for."""
+
+import json
+from types import SimpleNamespace
+
+import faiss
+import numpy as np
+import pytest
+
+from llara.encoding import encode_corpus_file
+from llara.errors import LlaraError
+from llara.retrieval.index import DenseIndex, IndexParams, build_index
+
+N, DIM = 3000, 32
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((50, DIM)).astype(np.float32)
+    x = centers[rng.integers(0, 50, n)] + 0.5 * rng.standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+class FakeEncoder:
+    """Stands in for LlaraEncoder: returns planted vectors, so the index tests need no model."""
+
+    def __init__(self, vectors: np.ndarray, model: str = "m1", recipe: str = "reference") -> None:
+        self.vectors, self.dim = vectors, vectors.shape[1]
+        self.recipe = SimpleNamespace(name=recipe)
+        self.max_length = {"query": 64, "passage": 256}
+        self.amp_dtype = None
+        self._model = model
+
+    def fingerprint(self) -> str:
+        return self._model
+
+    def encode_corpus(self, docs, **kwargs) -> np.ndarray:
+        return self.vectors[[int(d["text"]) for d in docs]]
+
+
+@pytest.fixture(scope="module")
+def embeddings(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("emb")
+    vectors = clustered(N, 0)
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": str(i)}) + "\n" for i in range(N)))
+    encode_corpus_file(FakeEncoder(vectors), corpus, folder / "emb", chunk_size=700, show_progress_bar=False)
+    return folder / "emb", vectors
+
+
+@pytest.fixture(scope="module")
+def indexes(embeddings, tmp_path_factory):
+    root = tmp_path_factory.mktemp("idx")
+    params = IndexParams(ef_construction=100, ef_search=64, nprobe=8)
+    return {
+        t: build_index(embeddings[0], root / t, t, params) and DenseIndex(root / t) for t in ("flat", "hnsw", "ivfpq")
+    }
+
+
+def recall_at_10(approx: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)]))
+
+
+def test_flat_is_exact(indexes, embeddings):
+    vectors = embeddings[1]
+    queries = clustered(40, 1)
+    _, rows = indexes["flat"].search(queries, 10)
+    brute = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    assert recall_at_10(rows, brute) == 1.0
+    assert indexes["flat"].ids[rows[0, 0]] == f"d{rows[0, 0]}"
+
+
+def test_hnsw_and_ivfpq_find_the_exact_neighbours(indexes):
+    queries = clustered(100, 2)
+    _, exact = indexes["flat"].search(queries, 10)
+    _, hnsw = indexes["hnsw"].search(queries, 10)
+    _, ivfpq = indexes["ivfpq"].search(queries, 10)
+    assert recall_at_10(hnsw, exact) >= 0.95
+    assert recall_at_10(ivfpq, exact) >= 0.5
+    meta = indexes["ivfpq"].meta
+    assert meta["params"]["pq_m"] == 8 and DIM % meta["params"]["pq_m"] == 0 and meta["params"]["nlist"] >= 8
+    # a wider search finds more of the exact neighbours
+    indexes["hnsw"].configure(ef_search=8)
+    _, narrow = indexes["hnsw"].search(queries, 10)
+    indexes["hnsw"].configure(ef_search=64)
+    assert recall_at_10(narrow, exact) < recall_at_10(hnsw, exact)
+
+
+def test_metadata_records_model_recipe_dim_and_type(indexes):
+    meta = indexes["hnsw"].meta
+    assert (meta["model"], meta["recipe"], meta["dim"], meta["count"], meta["index_type"]) == (
+        "m1",
+        "reference",
+        DIM,
+        N,
+        "hnsw",
+    )
+
+
+@pytest.mark.parametrize(
+    "other, field",
+    [
+        (dict(model="m2"), "model"),
+        (dict(recipe="paper"), "recipe"),
+        (dict(vectors=np.zeros((1, DIM + 1), np.float32)), "dim"),
+    ],
+)
+def test_queries_from_another_model_recipe_or_dim_are_refused(indexes, embeddings, other, field):
+    indexes["flat"].check_encoder(FakeEncoder(embeddings[1]))  # the right one passes
+    enc = FakeEncoder(**{"vectors": embeddings[1], **other})
+    with pytest.raises(LlaraError) as e:
+        indexes["flat"].check_encoder(enc)
+    assert e.value.field == field
+
+
+def test_index_whose_files_do_not_match_its_metadata_is_refused(embeddings, tmp_path):
+    folder = tmp_path / "idx"
+    build_index(embeddings[0], folder, "flat")
+    DenseIndex(folder)
+    ids = (folder / "ids.txt").read_text()
+    (folder / "ids.txt").write_text(ids.replace("d1\n", "dX\n", 1))  # same size, other content
+    with pytest.raises(LlaraError, match="ids.txt"):
+        DenseIndex(folder)
+    (folder / "ids.txt").write_text(ids)
+    other = faiss.IndexFlatIP(DIM)
+    other.add(clustered(10, 3))
+    faiss.write_index(other, str(folder / "index.faiss"))
+    with pytest.raises(LlaraError, match="index.faiss"):
+        DenseIndex(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"]["index.faiss"]["bytes"] = (folder / "index.faiss").stat().st_size
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(LlaraError, match="meta.json says"):
+        DenseIndex(folder)
+
+
+def test_index_refuses_to_overwrite_a_folder_that_is_not_an_index(embeddings, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(LlaraError, match="not a llara index"):
+        build_index(embeddings[0], tmp_path / "mine", "flat")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(LlaraError, match="index type"):
+        build_index(embeddings[0], tmp_path / "x", "annoy")
+    assert not (tmp_path / "x").exists()

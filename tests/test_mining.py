@@ -1,0 +1,128 @@
+"""`llara mine` and `llara pairs`: rows in the fine-tuning format, no positive ever a negative."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from llara.errors import LlaraError
+from llara.finetune.data import read_train_file
+from llara.mining import make_pair, mine, pairs, parse_range, strip_title
+from tests.conftest import run_cli
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_strip_title_only_removes_a_leading_copy():
+    assert strip_title("Use of Libraries", "Use of libraries. This report studies use.") == "This report studies use."
+    assert strip_title("Use of Libraries", "USE OF LIBRARIES: a study") == "a study"
+    assert strip_title("Use of Libraries", "A study of the use of libraries.") == "A study of the use of libraries."
+    assert strip_title("", "Some text") == "Some text"
+
+
+def test_sentence_query_leaves_the_positive():
+    doc = {"title": "T", "text": "First sentence is here. Second sentence is there. Third one comes last."}
+    query, positive = make_pair(doc, "sentence", random.Random(0))
+    assert query in doc["text"] and query not in positive and positive.startswith("T ")
+    assert make_pair({"title": "T", "text": "Only one sentence here."}, "sentence", random.Random(0)) is None
+
+
+def test_parse_range():
+    assert parse_range("10-100") == (10, 100)
+    for bad in ("100-10", "ten", "5"):
+        with pytest.raises(LlaraError, match="--range"):
+            parse_range(bad)
+
+
+def test_pairs_on_real_cisi(cisi_dir, tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    summary = pairs(cisi_dir / "corpus.jsonl", out, negatives=5)
+    got = rows(out)
+    corpus = {json.loads(line)["_id"]: json.loads(line) for line in (cisi_dir / "corpus.jsonl").open()}
+    assert summary.rows == len(got) == len(corpus)  # every CISI document has a title
+    texts = {d: strip_title(c["title"], c["text"]) for d, c in corpus.items()}
+    for row in got:
+        doc = corpus[row["doc_id"]]
+        assert row["query"] == doc["title"].strip()
+        assert row["pos"] == [texts[row["doc_id"]]]
+        assert row["doc_id"] not in row["neg_ids"] and len(row["neg"]) <= 5
+        assert all(corpus[n]["title"].strip().lower() != row["query"].lower() for n in row["neg_ids"])
+        assert row["neg"] == [texts[n] for n in row["neg_ids"]]
+    assert sum(len(r["neg"]) == 5 for r in got) > 0.95 * len(got)
+    # no positive gives its title away at the start
+    assert all(not r["pos"][0].lower().startswith(r["query"].lower()) for r in got)
+    assert len(read_train_file(out)) == len(got)  # the fine-tuning reader accepts what pairs wrote
+
+
+def test_pairs_skips_untitled_and_excludes_same_title(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    docs = [
+        {"_id": "a", "title": "Library classification", "text": "Library classification. Dewey and colon schemes."},
+        {"_id": "b", "title": "Library classification", "text": "A duplicate record about classification schemes."},
+        {"_id": "c", "title": "", "text": "An untitled note on classification of library books."},
+        {"_id": "d", "title": "Search engines", "text": "Ranking documents for a query with classification."},
+    ]
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    out = tmp_path / "p.jsonl"
+    result = run_cli("pairs", "--corpus", corpus, "--output", out, "--negatives", "3")
+    assert result.returncode == 0, result.stderr
+    assert "1 no title" in result.stderr.replace("\n", " ")
+    got = {r["doc_id"]: r for r in rows(out)}
+    assert set(got) == {"a", "b", "d"}
+    assert got["a"]["pos"] == ["Dewey and colon schemes."]
+    assert "b" not in got["a"]["neg_ids"] and "a" not in got["b"]["neg_ids"]  # same title: not a negative
+    assert "c" in got["a"]["neg_ids"]  # untitled documents still serve as negatives
+
+
+def test_mine_bm25_excludes_positives_and_respects_range(cisi_subset, tmp_path):
+    out = tmp_path / "mined.jsonl"
+    summary = mine("bm25", cisi_subset, out, split="test", rank_range="2-30", negatives=6)
+    got = rows(out)
+    qrels = {}
+    for line in (cisi_subset / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        q, d, s = line.split("\t")
+        qrels.setdefault(q, {})[d] = int(s)
+    assert summary.rows == len(got) == len(qrels)
+    from llara.data.beir import load_beir
+    from llara.evaluation import evaluate_bm25
+
+    run = evaluate_bm25(load_beir(cisi_subset)).run
+    for row in got:
+        ranked = sorted(run[row["query_id"]], key=lambda d: -run[row["query_id"]][d])
+        assert set(row["pos_ids"]) == {d for d, s in qrels[row["query_id"]].items() if s > 0}
+        assert not set(row["neg_ids"]) & set(row["pos_ids"])
+        assert set(row["neg_ids"]) <= set(ranked[2:30])
+        assert len(row["neg"]) == len(row["neg_ids"]) <= 6 and len(row["pos"]) == len(row["pos_ids"])
+
+
+def test_mine_cli_refuses_a_missing_split(cisi_subset, tmp_path):
+    out = tmp_path / "mined.jsonl"
+    result = run_cli("mine", "--model", "bm25", "--data", cisi_subset, "--output", out, "--split", "train")
+    assert result.returncode == 2 and "train.tsv" in result.stderr and not out.exists()
+
+
+def test_arxiv_split_is_disjoint_and_keeps_test(tmp_path):
+    pytest.importorskip("cherche", reason="the arXiv data ships in cherche")
+    from llara.data.beir import load_beir
+    from llara.datasets import write_arxiv_beir
+
+    folder = write_arxiv_beir(tmp_path / "arxiv")
+    train, dev, test = (load_beir(folder, s) for s in ("train", "dev", "test"))
+    assert len(test.queries) == 314 and not set(train.queries) & set(dev.queries)
+    assert set(train.queries) | set(dev.queries) == set(test.queries)
+    assert 90 < len(train.queries) < 120
+    # deterministic: a second folder gets the same split
+    again = load_beir(write_arxiv_beir(tmp_path / "arxiv2"), "train")
+    assert set(again.queries) == set(train.queries)
+
+
+def test_mine_with_a_dense_model(tiny_model_dir, cisi_subset, tmp_path):
+    out = tmp_path / "dense.jsonl"
+    result = run_cli("mine", "--model", tiny_model_dir, "--data", cisi_subset, "--split", "test", "--output", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = rows(out)
+    assert len(got) == 10 and all(len(r["neg"]) == 15 and not set(r["neg_ids"]) & set(r["pos_ids"]) for r in got)

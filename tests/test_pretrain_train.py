@@ -1,0 +1,115 @@
+"""`llara pretrain` end to end on a tiny model: output folder, checkpoints, resume, time limit, bad input."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llara.encoder import LlaraEncoder
+from llara.errors import LlaraError
+from llara.models import load_model
+from llara.pretrain.trainer import run_pretrain
+from llara.prompts import get_recipe
+from llara.training import SPECIAL_PARAM, TrainOptions, param_groups, prepare_model
+from tests.conftest import run_cli
+
+TEXT = (
+    "The library is a system of information. The index is a model of data. Is the query a text? "
+    "The search user reads the document.\n\nA dense passage retrieval model embeds text. Information science "
+    "is old. The language model predicts the next token. A vector index answers a query.\n"
+)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT * 3)
+    return path
+
+
+def opts(tmp_path, name="out", **kw):
+    base = dict(max_steps=4, batch_size=2, save_every=2, precision="fp32", logging_steps=1)
+    return TrainOptions(output=tmp_path / name, **{**base, **kw})
+
+
+def test_cli_pretrain_writes_a_loadable_model(tiny_model_dir, corpus, tmp_path):
+    out = tmp_path / "out"
+    res = run_cli(
+        "pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--output", out, "--max-steps", "4",
+        "--batch-size", "2", "--save-every", "2", "--chunk-tokens", "48", "--precision", "fp32",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "'ebae'" in res.stderr + res.stdout and "'ebar'" in res.stderr + res.stdout  # per-task losses logged
+    assert json.loads((out / "llara.json").read_text())["recipe"] == "reference"
+    assert sorted(p.name for p in (tmp_path / "out-checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    weights = load_file(out / "model.safetensors")
+    assert not any("lora" in k for k in weights)  # LoRA merged into a plain HF folder
+    base = load_file(tiny_model_dir / "model.safetensors")
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(weights[key], base[key])  # the merged LoRA update is there
+    encoder = LlaraEncoder.from_pretrained(out)
+    assert encoder.recipe.name == "reference" and "<s16>" in encoder.tokenizer.get_vocab()
+    assert encoder.model.get_input_embeddings().num_embeddings == len(encoder.tokenizer)
+    # A checkpoint loads too (the curve of quality vs training time evaluates them) and equals the final model.
+    ckpt = LlaraEncoder.from_pretrained(tmp_path / "out-checkpoints" / "checkpoint-4")
+    texts = ["the library index", "a query"]
+    assert abs(ckpt.encode(texts) - encoder.encode(texts)).max() < 1e-4
+
+
+def test_special_tokens_get_their_own_learning_rate(tiny_model_dir, tmp_path):
+    model, tokenizer = load_model(tiny_model_dir)
+    model = prepare_model(model, tokenizer, get_recipe("reference"), opts(tmp_path))
+    groups = param_groups(model, lr=1e-4, special_lr=1e-2, weight_decay=0.0)
+    special = [g for g in groups if g["lr"] == 1e-2]
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert len(special) == 1 and all(SPECIAL_PARAM in names[id(p)] for p in special[0]["params"])
+    assert sum(p.numel() for p in special[0]["params"]) == 16 * model.config.hidden_size
+
+
+def test_resume_continues_a_killed_run_exactly(tiny_model_dir, corpus, tmp_path):
+    full = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "a"), chunk_tokens=48)
+    killed = opts(tmp_path, "b")
+    run_pretrain(str(tiny_model_dir), corpus, killed, chunk_tokens=48)
+    shutil.rmtree(killed.output)  # as if killed after the step-2 checkpoint
+    shutil.rmtree(killed.checkpoint_dir / "checkpoint-4")
+    with pytest.raises(LlaraError, match="--resume"):
+        run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b"), chunk_tokens=48)
+    resumed = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b", resume=True), chunk_tokens=48)
+    a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_max_time_stops_and_saves(tiny_model_dir, corpus, tmp_path):
+    o = opts(tmp_path, max_steps=None, max_time=1e-6)  # minutes: over after the first step
+    out = run_pretrain(str(tiny_model_dir), corpus, o, recipe="paper", chunk_tokens=48)
+    assert json.loads((out / "llara.json").read_text())["recipe"] == "paper"
+    assert [p.name for p in o.checkpoint_dir.iterdir()] == ["checkpoint-1"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--chunk-tokens", "10"], "--chunk-tokens 10 is smaller than the reference prompt"),
+        (["--corpus-empty"], "empty corpus"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_writes_nothing(tiny_model_dir, corpus, tmp_path, args, message):
+    if args == ["--corpus-empty"]:
+        corpus.write_text("\n\n")
+        args = []
+    out = tmp_path / "out"
+    res = run_cli("pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--output", out, "--max-steps", "2", *args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists() and not (tmp_path / "out-checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_pretrain_smollm2_few_steps(smollm2_dir, corpus, tmp_path):
+    out = run_pretrain(str(smollm2_dir), corpus, opts(tmp_path, max_steps=2, save_every=100), chunk_tokens=64)
+    encoder = LlaraEncoder.from_pretrained(out)
+    emb = encoder.encode(["what is an index?"], side="query")
+    assert emb.shape == (1, 576) and abs((emb**2).sum() - 1) < 1e-4
