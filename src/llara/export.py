@@ -12,10 +12,9 @@ export never leaves a half-written model under the final name.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from llara.data.io import atomic_dir
 from llara.errors import LlaraError
 
 FORMATS = ("hf", "sentence-transformers")
@@ -91,39 +90,17 @@ def write_folder(encoder, folder: Path, fmt: str) -> None:
     (folder / "README.md").write_text(readme, encoding="utf-8")
 
 
-def _share_permissions(folder: Path) -> None:
-    """mkdtemp makes 0700 folders and transformers writes 0600 weights: give the export the usual
-    umask permissions, as a folder made by hand would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for path in folder.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def export_encoder(encoder, output: str | os.PathLike, fmt: str = "hf", overwrite: bool = False) -> Path:
     """Write a loaded LlaraEncoder to `output` atomically (temp folder beside it, then rename)."""
     if fmt not in FORMATS:
         raise LlaraError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     output = Path(output)
     check_output(output, overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
-    try:
+    with atomic_dir(output) as tmp:
         write_folder(encoder, tmp, fmt)
-        _share_permissions(tmp)
         # README's usage names the final folder, not the temporary one.
         readme = tmp / "README.md"
         readme.write_text(readme.read_text(encoding="utf-8").replace(tmp.name, output.name), encoding="utf-8")
-        if output.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
-            os.replace(output, old / output.name)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return output
 
 

@@ -10,13 +10,12 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from llara.data.io import atomic_dir
 from llara.errors import LlaraError
 
 log = logging.getLogger(__name__)
@@ -75,16 +74,9 @@ def convert_gguf(gguf: Path, force: bool = False) -> Path:
     if hasattr(model.config, "_pre_quantization_dtype"):
         del model.config._pre_quantization_dtype
     model.config.name_or_path = gguf.stem
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

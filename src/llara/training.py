@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from llara.data.io import atomic_dir, write_json
 from llara.encoder import CONFIG_NAME, bf16_supported
 from llara.errors import LlaraError
 from llara.prompts import Recipe, add_special_tokens
@@ -246,8 +246,6 @@ class RecipeFile(TrainerCallback):
         self.config = config
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        from llara.data.io import write_json
-
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir() and state.is_world_process_zero:
             write_json(folder / CONFIG_NAME, self.config)
@@ -321,22 +319,13 @@ def save_final(
 
     The folder is what `LlaraEncoder.from_pretrained` / `llara evaluate --model OUT` load.
     """
-    from llara.data.io import write_json
-
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     plain = merged_model(model)
     plain.config.use_cache = True
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_dir(output) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / CONFIG_NAME, {"recipe": recipe.name, **(extra or {})})
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return output
 
 

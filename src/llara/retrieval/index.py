@@ -12,16 +12,13 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from llara.data.io import check_finite, write_json
+from llara.data.io import atomic_dir, check_finite, write_json
 from llara.encoding import open_embeddings
 from llara.errors import LlaraError
 
@@ -107,9 +104,7 @@ def build_index(
         check_finite(part, "document embeddings")
         index.add(part)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_dir(output) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         (tmp / IDS_FILE).write_text("".join(d + "\n" for d in emb.ids()), encoding="utf-8")
         meta = {
@@ -125,11 +120,6 @@ def build_index(
         }
         meta["files"][IDS_FILE]["sha256"] = _sha256(tmp / IDS_FILE)
         write_json(tmp / META_FILE, meta)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return meta
 
 
