@@ -54,3 +54,29 @@ def test_search_with_another_model_exits_2_and_writes_nothing(tiny_model_dir, ci
     assert not out.exists()
     res = run_cli("encode", "--model", tiny_model_dir, "--corpus", corpus, "--output", emb)
     assert res.returncode == 2 and "--resume" in res.stderr
+
+
+def test_torchrun_two_processes_encode_one_shard_each(tiny_model_dir, cisi_subset, tmp_path):
+    """`torchrun --nproc_per_node 2 -m llara encode`: each rank takes its shard from RANK/WORLD_SIZE,
+    and the merged index holds exactly the single-process embeddings."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from llara.retrieval.index import DenseIndex
+
+    corpus = cisi_subset / "corpus.jsonl"
+    common = ["--model", str(tiny_model_dir), "--precision", "fp32", "--corpus", str(corpus)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "llara", "encode", *common, "--output", str(tmp_path / "ddp")]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(list((tmp_path / "ddp").glob("manifest-*.json"))) == 2
+    assert run_cli("encode", *common, "--output", tmp_path / "one").returncode == 0
+    for name in ("ddp", "one"):
+        assert run_cli("index", "--embeddings", tmp_path / name, "--output", tmp_path / f"idx-{name}").returncode == 0
+    ddp, one = DenseIndex(tmp_path / "idx-ddp"), DenseIndex(tmp_path / "idx-one")
+    assert ddp.ids == one.ids
+    assert np.allclose(ddp.index.reconstruct_n(0, ddp.index.ntotal), one.index.reconstruct_n(0, one.index.ntotal),
+                       atol=1e-6)  # fmt: skip

@@ -28,6 +28,7 @@ import torch
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -238,6 +239,37 @@ class TimeLimit(TrainerCallback):
         return control
 
 
+class TimeProgress(TrainerCallback):
+    """A progress bar in minutes for runs bounded by --max-time alone (the step count is unknown, so
+    the Trainer's own bar would count towards a meaningless 10^9 steps)."""
+
+    def __init__(self, minutes: float) -> None:
+        self.minutes, self.bar, self.start = minutes, None, time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.start = time.monotonic()
+            self.bar = tqdm(total=round(self.minutes * 60), unit="s", desc="training", dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.n = min(self.bar.total, round(time.monotonic() - self.start))
+            self.bar.set_postfix(step=state.global_step, refresh=False)
+            self.bar.refresh()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is not None and logs and "loss" in logs:
+            keep = {k: v for k, v in logs.items() if k in ("loss", "ebae", "ebar", "lm", "tokens_per_s")}
+            self.bar.set_postfix(step=state.global_step, **keep)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 class RecipeFile(TrainerCallback):
     """Make each checkpoint loadable by `llara evaluate --model CKPT`: llara.json (the recipe) and,
     beside a LoRA adapter, the model's config.json (what marks a model folder)."""
@@ -265,6 +297,9 @@ class LlaraTrainer(Trainer):
         config = {"recipe": recipe.name, **opts.extra}
         callbacks += [TimeLimit(opts.max_time, opts.save_at_minutes), RecipeFile(config)]
         super().__init__(*args, callbacks=callbacks, **kwargs)
+        if opts.max_steps is None and opts.max_time is not None and not self.args.disable_tqdm:
+            self.remove_callback(ProgressCallback)
+            self.add_callback(TimeProgress(opts.max_time))
         self.opts, self.recipe = opts, recipe
         # Our losses are means per micro-batch: let the Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
