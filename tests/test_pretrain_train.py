@@ -113,3 +113,34 @@ def test_pretrain_smollm2_few_steps(smollm2_dir, corpus, tmp_path):
     encoder = LlaraEncoder.from_pretrained(out)
     emb = encoder.encode(["what is an index?"], side="query")
     assert emb.shape == (1, 576) and abs((emb**2).sum() - 1) < 1e-4
+
+
+def test_torchrun_two_processes_pretrain_checkpoint_and_resume(tiny_model_dir, corpus, tmp_path):
+    """DDP over gloo: both ranks write into a checkpoint's staging folder, rank 0 renames it into
+    place; a run cut after its first checkpoint resumes under torchrun to the uninterrupted result."""
+    import subprocess
+    import sys
+
+    def torchrun(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "llara", "pretrain", "--model", str(tiny_model_dir), "--corpus", str(corpus),
+               "--output", str(out), "--max-steps", "4", "--save-every", "2", "--batch-size", "2",
+               "--chunk-tokens", "48", "--precision", "fp32", *extra]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res
+
+    torchrun(tmp_path / "a")
+    ckpts = tmp_path / "a-checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-2", "checkpoint-4"]  # no staging debris
+    assert json.loads((ckpts / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    assert LlaraEncoder.from_pretrained(tmp_path / "a").encode(["a query"]).shape[0] == 1
+
+    torchrun(tmp_path / "b")
+    shutil.rmtree(tmp_path / "b")  # as if killed after the step-2 checkpoint
+    shutil.rmtree(tmp_path / "b-checkpoints" / "checkpoint-4")
+    res = torchrun(tmp_path / "b", "--resume")
+    assert "checkpoint-2" in res.stderr
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k

@@ -268,3 +268,42 @@ def test_very_long_lines_are_read_whole(tmp_path):
     p.write_text(json.dumps({"_id": 1, "text": long_text}, ensure_ascii=False) + "\n" + '{"_id": 2, "text": "b"}\n')
     corpus = read_corpus(p)
     assert corpus["1"]["text"] == long_text and corpus["2"]["text"] == "b"
+
+
+def test_encode_streams_the_same_rows_as_read_corpus_and_honours_skipping(tiny_model_dir, tmp_path):
+    from llara.encoder import LlaraEncoder
+    from llara.encoding import encode_corpus_file, open_embeddings
+
+    path = planted_corpus(tmp_path)
+    enc = LlaraEncoder.from_pretrained(tiny_model_dir, precision="fp32")
+    with pytest.raises(LlaraError, match=r"corpus.jsonl:2: not valid UTF-8"):
+        encode_corpus_file(enc, path, tmp_path / "strict", show_progress_bar=False)
+    assert not (tmp_path / "strict").exists()  # validation happens before anything is written
+    with skip_bad_rows() as tally:
+        encode_corpus_file(enc, path, tmp_path / "emb", chunk_size=1, show_progress_bar=False)
+    assert tally.count == 5  # three passes over the file (scan, encode), each bad row counted once
+    assert open_embeddings(tmp_path / "emb").ids() == ["d1", "d7"]
+
+
+def test_pretraining_corpus_bad_rows_stop_or_are_skipped(tmp_path):
+    from llara.pretrain.data import iter_documents
+
+    text = tmp_path / "text.jsonl"
+    text.write_text(
+        '{"text": "one."}\n{"title": "no text field"}\n{"text": "  "}\n{"text": ["x"]}\n{"text": "five."}\n'
+    )
+    with pytest.raises(LlaraError, match=r"text.jsonl:2: field 'text': missing"):
+        list(iter_documents(text))
+    with skip_bad_rows() as tally:
+        assert [(d.line, d.text) for d in iter_documents(text)] == [(1, "one."), (5, "five.")]
+    assert tally.count == 3
+
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text(
+        '{"input": "a", "output_summarize": "a", "output_predict": "b"}\n{"input": "c", "output_predict": "d"}\n'
+    )
+    with pytest.raises(LlaraError, match=r"ref.jsonl:2: field 'output_summarize': missing"):
+        list(iter_documents(ref))
+    with skip_bad_rows() as tally:
+        assert [d.summarize for d in iter_documents(ref)] == ["a"]
+    assert tally.count == 1

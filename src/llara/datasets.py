@@ -69,12 +69,7 @@ def write_arxiv_beir(folder: str | Path) -> Path:
     qrels/test.tsv has all papers; qrels/train.tsv and qrels/dev.tsv are a disjoint held-out split."""
     folder = Path(folder)
     qrels = folder / "qrels"
-    if (qrels / "test.tsv").is_file():
-        if not (qrels / "dev.tsv").is_file():  # a folder written before the split existed
-            ids = [line.split("\t")[0] for line in (qrels / "test.tsv").read_text().splitlines()[1:] if line]
-            for split, part in arxiv_split(ids).items():
-                if split != "test":
-                    _write_qrels(qrels / f"{split}.tsv", part)
+    if (qrels / "test.tsv").is_file():  # written last: the folder is complete
         return folder
     papers = arxiv_papers()
     write_jsonl(folder / "corpus.jsonl", ({"_id": p["id"], "title": "", "text": p["abstract"]} for p in papers))

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from llara.data.io import atomic_write, get_str, iter_jsonl, require_file, write_json
+from llara.data.beir import iter_corpus
+from llara.data.io import atomic_write, write_json
 from llara.errors import LlaraError
 
 log = logging.getLogger(__name__)
@@ -62,35 +63,19 @@ def chunk_stem(lo: int, hi: int) -> str:
     return f"emb-{lo:010d}-{hi:010d}"
 
 
-def iter_corpus(path: str | Path) -> Iterator[tuple[int, str, dict[str, str]]]:
-    """(line, id, {"title", "text"}) per document, streaming, with read_corpus's field checks."""
-    path = require_file(path, "corpus file")
-    for line, row in iter_jsonl(path):
-        doc_id = get_str(row, "_id", path, line)
-        text = get_str(row, "text", path, line, allow_empty=True)
-        title = get_str(row, "title", path, line, required=False)
-        if not text.strip() and not title.strip():
-            raise LlaraError("empty document (no text and no title)", path, line, "text")
-        yield line, doc_id, {"title": title, "text": text}
-
-
 def scan_corpus(path: str | Path) -> tuple[int, str]:
-    """Validate every document, refuse duplicate or unprintable ids; (count, sha256 of the ids).
+    """Validate every document (bad rows stop or are skipped by the policy); (count, sha256 of the ids).
 
     The hash ties a resume (and the shards of one folder) to the same corpus in the same order.
     """
     h = hashlib.sha256()
-    seen: set[str] = set()
-    for line, doc_id, _ in iter_corpus(path):
-        if any(c.isspace() for c in doc_id):
-            raise LlaraError("id contains whitespace (a TREC run cannot hold it)", path, line, "_id")
-        if doc_id in seen:
-            raise LlaraError(f"duplicate _id {doc_id!r}", path, line, "_id")
-        seen.add(doc_id)
+    count = 0
+    for _, doc_id, _ in iter_corpus(path):
         h.update(doc_id.encode() + b"\n")
-    if not seen:
+        count += 1
+    if not count:
         raise LlaraError("corpus is empty", path)
-    return len(seen), h.hexdigest()
+    return count, h.hexdigest()
 
 
 def _chunks(path: Path, lo: int, hi: int, chunk_size: int) -> Iterator[tuple[int, int, list[str], list[dict]]]:

@@ -194,6 +194,10 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
         data_seed=opts.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        # Under torchrun each rank reads the (iterable) pretraining stream and keeps its own share of
+        # every batch; accelerate's default, rank 0 reading for all and concatenating, cannot join
+        # batches padded to different lengths.
+        accelerator_config={"dispatch_batches": False},
         report_to="none",
         disable_tqdm=False,
     )
@@ -206,13 +210,34 @@ def resume_checkpoint(opts: TrainOptions) -> str | None:
     folder = opts.checkpoint_dir
     last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
     if opts.resume:
-        if last is None:
-            raise LlaraError("--resume: no checkpoint-N folder to resume from", folder)
+        if last is None:  # killed before its first checkpoint: the same as a fresh start
+            log.warning("--resume: no checkpoint in %s yet; starting from the beginning", folder)
+            return None
         log.info("resuming from %s", last)
         return last
     if last is not None:
         raise LlaraError("checkpoints of an earlier run exist; pass --resume or delete them", folder)
     return None
+
+
+def finished_checkpoint(opts: TrainOptions, checkpoint: str | None) -> bool:
+    """True when --resume found a checkpoint at --max-steps (a run killed after its last save).
+
+    There is nothing left to train, and the Trainer, asked to resume it, would run one step too many.
+    """
+    if checkpoint is None or opts.max_steps is None:
+        return False
+    return int(Path(checkpoint).name.rsplit("-", 1)[1]) >= opts.max_steps
+
+
+def save_from_checkpoint(checkpoint: str, recipe: Recipe, output: str | os.PathLike, extra: dict | None) -> Path:
+    """The final model of a finished run, from its last checkpoint (rank 0 writes it)."""
+    from llara.models import load_model
+
+    if int(os.environ.get("RANK", 0)) == 0:
+        model, tokenizer = load_model(checkpoint)
+        save_final(model, tokenizer, recipe, output, extra)
+    return Path(output)
 
 
 # ------------------------------------------------------------------------------------ callbacks
@@ -270,21 +295,6 @@ class TimeProgress(TrainerCallback):
             self.bar = None
 
 
-class RecipeFile(TrainerCallback):
-    """Make each checkpoint loadable by `llara evaluate --model CKPT`: llara.json (the recipe) and,
-    beside a LoRA adapter, the model's config.json (what marks a model folder)."""
-
-    def __init__(self, config: dict) -> None:
-        self.config = config
-
-    def on_save(self, args, state, control, model=None, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir() and state.is_world_process_zero:
-            write_json(folder / CONFIG_NAME, self.config)
-            if model is not None and not (folder / "config.json").exists():
-                write_json(folder / "config.json", model.config.to_dict())
-
-
 # -------------------------------------------------------------------------------------- trainer
 class LlaraTrainer(Trainer):
     """HF Trainer with special-token learning rate, per-task loss logging and tokens/s.
@@ -294,13 +304,13 @@ class LlaraTrainer(Trainer):
 
     def __init__(self, *args, opts: TrainOptions, recipe: Recipe, **kwargs) -> None:
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        config = {"recipe": recipe.name, **opts.extra}
-        callbacks += [TimeLimit(opts.max_time, opts.save_at_minutes), RecipeFile(config)]
+        callbacks.append(TimeLimit(opts.max_time, opts.save_at_minutes))
         super().__init__(*args, callbacks=callbacks, **kwargs)
         if opts.max_steps is None and opts.max_time is not None and not self.args.disable_tqdm:
             self.remove_callback(ProgressCallback)
             self.add_callback(TimeProgress(opts.max_time))
         self.opts, self.recipe = opts, recipe
+        self.checkpoint_config = {"recipe": recipe.name, **opts.extra}  # llara.json of each checkpoint
         # Our losses are means per micro-batch: let the Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._sums: dict[str, float] = {}
@@ -316,6 +326,37 @@ class LlaraTrainer(Trainer):
             kwargs.pop("lr", None)
             self.optimizer = cls(groups, lr=self.args.learning_rate, **kwargs)
         return self.optimizer
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write checkpoint-N under `.staging/` and rename it into place once complete.
+
+        The Trainer writes a checkpoint file by file; killed half-way, it would leave a folder that
+        --resume takes for the last checkpoint. Here a `checkpoint-N` folder always holds the weights,
+        optimizer, RNG and trainer state, and llara.json + config.json, which make it loadable by
+        `llara evaluate --model CKPT`. Every rank writes into the staging folder (DeepSpeed shards);
+        rank 0 renames it after all are done.
+        """
+        root = Path(self.args.output_dir)
+        name = f"checkpoint-{self.state.global_step}"
+        staging = root / ".staging" / name
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # debris of a run killed while saving
+        self.accelerator.wait_for_everyone()
+        self.args.output_dir = str(staging.parent)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = str(root)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            write_json(staging / CONFIG_NAME, self.checkpoint_config)
+            if not (staging / "config.json").exists():  # beside a LoRA adapter: what marks a model folder
+                write_json(staging / "config.json", self.model.config.to_dict())
+            if (root / name).exists():  # the same step saved again after a resume
+                shutil.rmtree(root / name)
+            os.replace(staging, root / name)
+            staging.parent.rmdir()
+        self.accelerator.wait_for_everyone()
 
     def record(self, tokens: int = 0, **values: torch.Tensor | float) -> None:
         """Remember per-task losses (averaged over the logging window) and processed tokens."""

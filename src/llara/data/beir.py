@@ -7,6 +7,7 @@ left out (a duplicate keeps its first occurrence; a judgement naming a left-out 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,17 +45,29 @@ def parse_document(row: dict, path: Path, line: int) -> tuple[str, dict[str, str
     return doc_id, {"title": title, "text": text}
 
 
-def read_corpus(path: str | Path) -> dict[str, dict[str, str]]:
+def iter_corpus(path: str | Path) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """(line, id, {"title", "text"}) of each good corpus row, streaming (a corpus larger than memory).
+
+    Bad rows and repeated ids stop the read or, under `--skip-bad-rows`, are counted and left out
+    (a duplicate keeps its first occurrence); the same file always yields the same rows in the same
+    order, which resumable encoding relies on. Only the ids are held in memory.
+    """
     path = require_file(path, "corpus file")
-    corpus: dict[str, dict[str, str]] = {}
     first_line: dict[str, int] = {}
     for line, row in iter_jsonl(path):
+        good = None
         with skippable():
             doc_id, doc = parse_document(row, path, line)
-            if doc_id in corpus:
+            if doc_id in first_line:
                 raise LlaraError(f"duplicate _id {doc_id!r} (first on line {first_line[doc_id]})", path, line, "_id")
-            corpus[doc_id] = doc
             first_line[doc_id] = line
+            good = line, doc_id, doc
+        if good is not None:
+            yield good
+
+
+def read_corpus(path: str | Path) -> dict[str, dict[str, str]]:
+    corpus = {doc_id: doc for _, doc_id, doc in iter_corpus(path)}
     if not corpus:
         raise LlaraError("corpus is empty", path)
     return corpus

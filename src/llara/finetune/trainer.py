@@ -21,7 +21,16 @@ from llara.errors import LlaraError
 from llara.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
 from llara.finetune.loss import embed, grad_cache_step, info_nce
 from llara.prompts import PromptBuilder, get_recipe
-from llara.training import LlaraTrainer, TrainOptions, prepare_model, resume_checkpoint, save_final, training_arguments
+from llara.training import (
+    LlaraTrainer,
+    TrainOptions,
+    finish,
+    finished_checkpoint,
+    prepare_model,
+    resume_checkpoint,
+    save_from_checkpoint,
+    training_arguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +148,16 @@ def finetune(
         ft=ft,
         train_dataset=dataset,
         data_collator=collator,
+        processing_class=tokenizer,  # saved in each checkpoint, which then loads on its own
         callbacks=[EpochSampling(dataset)],
     )
+    if finished_checkpoint(opts, checkpoint):
+        save_from_checkpoint(checkpoint, recipe_, opts.output, opts.extra)
+        steps = int(Path(checkpoint).name.rsplit("-", 1)[1])
+        return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
+    log.info("fine-tuning on %d rows of %s, %d passages per query", len(examples), train_file, dataset.group_size)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    if trainer.is_world_process_zero():
-        save_final(trainer.model, tokenizer, recipe_, opts.output, extra=opts.extra)
+    finish(trainer, tokenizer, recipe_, opts.output, extra=opts.extra)
     return {
         "examples": len(examples),
         "steps": trainer.state.global_step,

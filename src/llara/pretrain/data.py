@@ -22,7 +22,7 @@ from pathlib import Path
 from torch.utils.data import IterableDataset
 from transformers import PreTrainedTokenizerBase
 
-from llara.data.io import get_str, iter_jsonl, iter_lines, require_file
+from llara.data.io import get_str, iter_jsonl, iter_lines, require_file, skippable
 from llara.errors import LlaraError
 
 REFERENCE_FIELDS = ("input", "output_summarize", "output_predict")
@@ -67,31 +67,35 @@ def iter_documents(path: str | Path) -> Iterator[Document]:
             count += 1
     else:
         for number, row in iter_jsonl(path):
-            if fmt == "reference":
-                for name in REFERENCE_FIELDS:
-                    if name not in row:
-                        raise LlaraError(
-                            "missing (reference-format rows need input, output_summarize, output_predict)",
-                            path,
-                            number,
-                            name,
-                        )
-                text = get_str(row, "input", path, number)
-                summarize = get_str(row, "output_summarize", path, number)
-                predict = get_str(row, "output_predict", path, number, allow_empty=True)  # "" = no next passage
-                yield Document(number, text.strip(), summarize.strip(), predict.strip())
-            else:
-                if "text" not in row:
-                    raise LlaraError("missing (rows need a text field)", path, number, "text")
-                title = get_str(row, "title", path, number, required=False)
-                text = get_str(row, "text", path, number, allow_empty=True)
-                full = f"{title.strip()} {text.strip()}".strip()
-                if not full:
-                    raise LlaraError("document has no text", path, number, "text")
-                yield Document(number, full)
-            count += 1
+            doc = None
+            with skippable():  # a bad row stops the run, or is counted and left out (--skip-bad-rows)
+                doc = _parse_row(row, fmt, path, number)
+            if doc is not None:
+                yield doc
+                count += 1
     if count == 0:
         raise LlaraError("empty corpus: no documents", path)
+
+
+def _parse_row(row: dict, fmt: str, path: Path, number: int) -> Document:
+    if fmt == "reference":
+        for name in REFERENCE_FIELDS:
+            if name not in row:
+                raise LlaraError(
+                    "missing (reference-format rows need input, output_summarize, output_predict)", path, number, name
+                )
+        text = get_str(row, "input", path, number)
+        summarize = get_str(row, "output_summarize", path, number)
+        predict = get_str(row, "output_predict", path, number, allow_empty=True)  # "" = no next passage
+        return Document(number, text.strip(), summarize.strip(), predict.strip())
+    if "text" not in row:
+        raise LlaraError("missing (rows need a text field)", path, number, "text")
+    title = get_str(row, "title", path, number, required=False)
+    text = get_str(row, "text", path, number, allow_empty=True)
+    full = f"{title.strip()} {text.strip()}".strip()
+    if not full:
+        raise LlaraError("document has no text", path, number, "text")
+    return Document(number, full)
 
 
 def count_documents(path: str | Path) -> int:

@@ -15,8 +15,10 @@ from llara.training import (
     LlaraTrainer,
     TrainOptions,
     finish,
+    finished_checkpoint,
     prepare_model,
     resume_checkpoint,
+    save_from_checkpoint,
     special_token_ids,
     training_arguments,
 )
@@ -80,5 +82,7 @@ def run_pretrain(
         opts=opts,
         recipe=recipe_,
     )
+    if finished_checkpoint(opts, resume):
+        return save_from_checkpoint(resume, recipe_, opts.output, opts.extra)
     trainer.train(resume_from_checkpoint=resume)
     return finish(trainer, tokenizer, recipe_, opts.output, extra=opts.extra)

@@ -1,0 +1,68 @@
+"""Tiny random LLaMA-family models built in code, for tests and benchmarks (no hub, seconds on CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = (
+    "the a of to and in is for on with as by retrieval dense passage query document search index model "
+    "language large embedding vector library information science system user data text token next "
+    "summarize predict words eight above following sentence original what how why classification"
+).split()
+
+
+def make_tokenizer(folder: Path):
+    """A small byte-level BPE tokenizer trained in code (no hub), with eos/pad like a LLaMA chat model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<|bos|>", "<|eos|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] + ['", ": <>']
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|eos|>"
+    )
+    fast.save_pretrained(folder)
+    return fast
+
+
+def make_tiny_model(folder: Path, arch: str = "llama", seed: int = 0, tokenizer=None) -> Path:
+    """A random 2-layer causal LM of the given family, saved as an HF folder with safetensors.
+
+    The tokenizer is a small one trained in code unless one is given (e.g. smollm2's, for a model
+    that reads real text like the real one, only faster).
+    """
+    from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if tokenizer is None:
+        tokenizer = make_tokenizer(folder)
+    else:
+        tokenizer.save_pretrained(folder)
+    cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
+    config = cls(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
