@@ -33,14 +33,15 @@ def checkpoints(folder: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*")) if folder.is_dir() else []
 
 
-def llara(args: list) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "llara", "--quiet", *map(str, args)], stderr=subprocess.PIPE)
+def llara(args: list, log: Path) -> subprocess.Popen:
+    """Start `llara ARGS`, its output going to `log` (a pipe nobody reads would stall it)."""
+    with open(log, "ab") as f:
+        return subprocess.Popen([sys.executable, "-m", "llara", "--quiet", *map(str, args)], stdout=f, stderr=f)
 
 
-def finished(proc: subprocess.Popen) -> None:
-    _, err = proc.communicate()
-    if proc.returncode:
-        raise SystemExit(f"llara failed ({proc.returncode}):\n{err.decode()[-3000:]}")
+def finished(proc: subprocess.Popen, log: Path) -> None:
+    if proc.wait():
+        raise SystemExit(f"llara failed ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def loss_curve(run: Path, steps: int) -> dict[int, float]:
@@ -66,7 +67,8 @@ def main() -> None:
         base += ["--precision", "fp32"]
 
         t0 = time.perf_counter()
-        finished(llara([*base, "--output", tmp / "straight"]))
+        log = tmp / "llara.log"
+        finished(llara([*base, "--output", tmp / "straight"], log), log)
         straight_s = time.perf_counter() - t0
         interval = straight_s * args.save_every / args.steps  # seconds per save interval, roughly
         print(f"uninterrupted: {args.steps} steps in {straight_s:.0f} s")
@@ -77,7 +79,7 @@ def main() -> None:
         targets = sorted(rng.sample(range(args.save_every, args.steps, args.save_every), args.kills))
         for kill, target in enumerate(targets, start=1):
             before = checkpoints(out.with_name("killed-checkpoints"))
-            proc = llara([*base, "--output", out, *(["--resume"] if before else [])])
+            proc = llara([*base, "--output", out, *(["--resume"] if before else [])], log)
             while proc.poll() is None:  # wait for a new checkpoint at or past the target
                 now = checkpoints(out.with_name("killed-checkpoints"))
                 if now != before and now[-1] >= target:
@@ -88,7 +90,7 @@ def main() -> None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             print(f"kill {kill}: {delay:.1f} s after checkpoint {checkpoints(out.with_name('killed-checkpoints'))[-1]}")
-        finished(llara([*base, "--output", out, "--resume"]))
+        finished(llara([*base, "--output", out, "--resume"], log), log)
         killed_s = time.perf_counter() - t0
         print(f"killed {args.kills} times and resumed: {killed_s:.0f} s in all")
 
