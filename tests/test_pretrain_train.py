@@ -144,3 +144,12 @@ def test_torchrun_two_processes_pretrain_checkpoint_and_resume(tiny_model_dir, c
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_a_save_killed_half_way_leaves_no_checkpoint_and_is_cleared(tiny_model_dir, corpus, tmp_path):
+    o = opts(tmp_path, "out", max_steps=2)
+    debris = o.checkpoint_dir / ".staging" / "checkpoint-7"  # a time-based save at another step, killed
+    debris.mkdir(parents=True)
+    (debris / "optimizer.pt").write_bytes(b"half")
+    run_pretrain(str(tiny_model_dir), corpus, o, chunk_tokens=48)
+    assert sorted(p.name for p in o.checkpoint_dir.iterdir()) == ["checkpoint-2"]

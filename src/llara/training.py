@@ -339,8 +339,8 @@ class LlaraTrainer(Trainer):
         root = Path(self.args.output_dir)
         name = f"checkpoint-{self.state.global_step}"
         staging = root / ".staging" / name
-        if self.args.should_save:
-            shutil.rmtree(staging, ignore_errors=True)  # debris of a run killed while saving
+        if self.args.should_save:  # debris of a run killed while saving (maybe at another step)
+            shutil.rmtree(staging.parent, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         self.args.output_dir = str(staging.parent)
         try:
@@ -355,7 +355,7 @@ class LlaraTrainer(Trainer):
             if (root / name).exists():  # the same step saved again after a resume
                 shutil.rmtree(root / name)
             os.replace(staging, root / name)
-            staging.parent.rmdir()
+            shutil.rmtree(staging.parent, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
     def record(self, tokens: int = 0, **values: torch.Tensor | float) -> None:
