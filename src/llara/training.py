@@ -220,6 +220,11 @@ def resume_checkpoint(opts: TrainOptions) -> str | None:
     return None
 
 
+def checkpoint_step(checkpoint: str | os.PathLike) -> int:
+    """N of a `checkpoint-N` folder."""
+    return int(Path(checkpoint).name.rsplit("-", 1)[1])
+
+
 def finished_checkpoint(opts: TrainOptions, checkpoint: str | None) -> bool:
     """True when --resume found a checkpoint at --max-steps (a run killed after its last save).
 
@@ -227,7 +232,7 @@ def finished_checkpoint(opts: TrainOptions, checkpoint: str | None) -> bool:
     """
     if checkpoint is None or opts.max_steps is None:
         return False
-    return int(Path(checkpoint).name.rsplit("-", 1)[1]) >= opts.max_steps
+    return checkpoint_step(checkpoint) >= opts.max_steps
 
 
 def save_from_checkpoint(checkpoint: str, recipe: Recipe, output: str | os.PathLike, extra: dict | None) -> Path:

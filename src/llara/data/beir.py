@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llara.data.io import get_str, iter_jsonl, iter_lines, parse_score, require_file, skippable
+from llara.data.io import get_str, iter_jsonl, iter_lines, iter_records, parse_score, require_file, skippable
 from llara.errors import LlaraError
 
 _SPACE = re.compile(r"\s")  # what str.split() splits on, so a TREC run could not hold the id
@@ -54,16 +54,15 @@ def iter_corpus(path: str | Path) -> Iterator[tuple[int, str, dict[str, str]]]:
     """
     path = require_file(path, "corpus file")
     first_line: dict[str, int] = {}
-    for line, row in iter_jsonl(path):
-        good = None
-        with skippable():
-            doc_id, doc = parse_document(row, path, line)
-            if doc_id in first_line:
-                raise LlaraError(f"duplicate _id {doc_id!r} (first on line {first_line[doc_id]})", path, line, "_id")
-            first_line[doc_id] = line
-            good = line, doc_id, doc
-        if good is not None:
-            yield good
+
+    def parse(row: dict, path: Path, line: int) -> tuple[int, str, dict[str, str]]:
+        doc_id, doc = parse_document(row, path, line)
+        if doc_id in first_line:
+            raise LlaraError(f"duplicate _id {doc_id!r} (first on line {first_line[doc_id]})", path, line, "_id")
+        first_line[doc_id] = line
+        return line, doc_id, doc
+
+    yield from iter_records(path, parse)
 
 
 def read_corpus(path: str | Path) -> dict[str, dict[str, str]]:

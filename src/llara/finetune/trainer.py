@@ -24,6 +24,7 @@ from llara.prompts import PromptBuilder, get_recipe
 from llara.training import (
     LlaraTrainer,
     TrainOptions,
+    checkpoint_step,
     finish,
     finished_checkpoint,
     prepare_model,
@@ -130,14 +131,18 @@ def finetune(
     examples = read_train_file(train_file)  # all input checks happen before anything is written
     checkpoint = resume_checkpoint(opts)
     recipe_ = get_recipe(recipe or saved_recipe(model) or "reference")
+    settings = {k: v for k, v in vars(ft).items()} | {"train": str(train_file), "base_model": str(model)}
+    opts.extra = {**opts.extra, "finetune": settings}
+    if finished_checkpoint(opts, checkpoint):  # nothing left to train: no need to load the base model
+        save_from_checkpoint(checkpoint, recipe_, opts.output, opts.extra)
+        steps = checkpoint_step(checkpoint)
+        return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
     hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
     dataset = TrainDataset(examples, ft.group_size, seed=opts.seed, path=train_file)
     collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), ft.query_max_length, ft.passage_max_length)
-    settings = {k: v for k, v in vars(ft).items()} | {"train": str(train_file), "base_model": str(model)}
-    opts.extra = {**opts.extra, "finetune": settings}
     # Gathered negatives need the same batch size on every rank.
     args = training_arguments(opts, dataloader_drop_last=ft.negatives_cross_device)
     trainer = ContrastiveTrainer(
@@ -151,10 +156,6 @@ def finetune(
         processing_class=tokenizer,  # saved in each checkpoint, which then loads on its own
         callbacks=[EpochSampling(dataset)],
     )
-    if finished_checkpoint(opts, checkpoint):
-        save_from_checkpoint(checkpoint, recipe_, opts.output, opts.extra)
-        steps = int(Path(checkpoint).name.rsplit("-", 1)[1])
-        return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
     log.info("fine-tuning on %d rows of %s, %d passages per query", len(examples), train_file, dataset.group_size)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     finish(trainer, tokenizer, recipe_, opts.output, extra=opts.extra)

@@ -22,7 +22,7 @@ from pathlib import Path
 from torch.utils.data import IterableDataset
 from transformers import PreTrainedTokenizerBase
 
-from llara.data.io import get_str, iter_jsonl, iter_lines, require_file, skippable
+from llara.data.io import get_str, iter_jsonl, iter_lines, iter_records, require_file
 from llara.errors import LlaraError
 
 REFERENCE_FIELDS = ("input", "output_summarize", "output_predict")
@@ -66,13 +66,10 @@ def iter_documents(path: str | Path) -> Iterator[Document]:
             yield Document(start, " ".join(lines))
             count += 1
     else:
-        for number, row in iter_jsonl(path):
-            doc = None
-            with skippable():  # a bad row stops the run, or is counted and left out (--skip-bad-rows)
-                doc = _parse_row(row, fmt, path, number)
-            if doc is not None:
-                yield doc
-                count += 1
+        # a bad row stops the run, or is counted and left out (--skip-bad-rows)
+        for doc in iter_records(path, lambda row, p, n: _parse_row(row, fmt, p, n)):
+            yield doc
+            count += 1
     if count == 0:
         raise LlaraError("empty corpus: no documents", path)
 

@@ -54,6 +54,15 @@ def run_pretrain(
     opts.validate()
     n_docs = count_documents(corpus)  # validates every row before anything is written
     resume = resume_checkpoint(opts)
+    opts.extra = {
+        "stage": "pretrain",
+        "base_model": str(resolve_model(model_name)),
+        "chunk_tokens": chunk_tokens,
+        "lm_loss": lm_loss,
+        **opts.extra,
+    }
+    if finished_checkpoint(opts, resume):  # nothing left to train: no need to load the base model
+        return save_from_checkpoint(resume, recipe_, opts.output, opts.extra)
     model, tokenizer = load_model(model_name, trust_remote_code=trust_remote_code)
     model = prepare_model(model, tokenizer, recipe_, opts)
     prompts = PromptBuilder(tokenizer, recipe_)
@@ -66,13 +75,6 @@ def run_pretrain(
         )
     dataset = PretrainDataset(corpus, tokenizer, budget, seed=opts.seed, shuffle_buffer=shuffle_buffer)
     log.info("pretraining on %d documents of %s, %d text tokens per chunk", n_docs, corpus, budget)
-    opts.extra = {
-        "stage": "pretrain",
-        "base_model": str(resolve_model(model_name)),
-        "chunk_tokens": chunk_tokens,
-        "lm_loss": lm_loss,
-        **opts.extra,
-    }
     trainer = PretrainTrainer(
         model=model,
         args=training_arguments(opts),
@@ -82,7 +84,5 @@ def run_pretrain(
         opts=opts,
         recipe=recipe_,
     )
-    if finished_checkpoint(opts, resume):
-        return save_from_checkpoint(resume, recipe_, opts.output, opts.extra)
     trainer.train(resume_from_checkpoint=resume)
     return finish(trainer, tokenizer, recipe_, opts.output, extra=opts.extra)
