@@ -29,9 +29,14 @@ json_id = st.one_of(
 )
 
 
+# One folder for the whole module, removed at interpreter exit: thousands of examples must not leave
+# thousands of folders behind in /tmp.
+SCRATCH_ROOT = tempfile.TemporaryDirectory(prefix="llara-fuzz-")
+
+
 def scratch(content: bytes, name: str = "f.jsonl") -> Path:
     """Each example gets its own file (hypothesis forbids function-scoped fixtures like tmp_path)."""
-    folder = Path(tempfile.mkdtemp(prefix="llara-fuzz-"))
+    folder = Path(tempfile.mkdtemp(dir=SCRATCH_ROOT.name))
     path = folder / name
     path.write_bytes(content)
     return path

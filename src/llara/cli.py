@@ -394,7 +394,9 @@ def pretrain(
     full: Annotated[bool, typer.Option(help="full fine-tuning instead of LoRA")] = False,
     lora_r: int = 16,
     lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
+    lora_dropout: Annotated[
+        float, typer.Option(help="dropout on LoRA inputs; off by default: its masks cost ~1.3x step time on CPU")
+    ] = 0.0,
     lora_targets: Annotated[str, typer.Option(help="comma-separated modules")] = "q,k,v,o,gate,up,down",
     gradient_checkpointing: bool = False,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",

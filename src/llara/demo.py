@@ -155,6 +155,7 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
     def adapt() -> dict:
         # As measured in benchmarks/RESULTS.md: bag-of-words losses only, LoRA lr 1e-4, special-token lr 1e-3.
         opts = train_opts(pretrained, budget.pretrain_minutes, lr=1e-4, special_lr=1e-3)
+        opts.lora_dropout = 0.0  # as `llara pretrain`: dropout masks cost ~1.3x step time on CPU
         run_pretrain(model, data_dir / "corpus.jsonl", opts, chunk_tokens=budget.chunk_tokens, lm_loss=False)
         return {"model": str(pretrained)}
 
