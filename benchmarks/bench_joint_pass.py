@@ -71,10 +71,15 @@ def main() -> None:
         f"text tokens, precision {amp or 'fp32'}, LM loss {'off' if args.no_lm_loss else 'on'}, "
         f"{args.steps} steps, {torch.get_num_threads()} threads"
     )
+    print_speedup(times, baseline="two-pass", candidate="joint", what="joint vs two-pass")
+
+
+def print_speedup(times: dict[str, list[float]], baseline: str, candidate: str, what: str) -> None:
+    """Median (and min) ms/step of each path, then the baseline / candidate ratio of the medians."""
     for name, ts in times.items():
         print(f"{name:9s} median {1000 * statistics.median(ts):8.1f} ms/step   (min {1000 * min(ts):.1f})")
-    ratio = statistics.median(times["two-pass"]) / statistics.median(times["joint"])
-    print(f"speed-up joint vs two-pass: {ratio:.2f}x")
+    ratio = statistics.median(times[baseline]) / statistics.median(times[candidate])
+    print(f"speed-up {what}: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ identities (what PEFT builds for lora_dropout=0) on alternate steps, so both see
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from bench_joint_pass import print_speedup  # run as a script, benchmarks/ is on sys.path
 
 from llara.models import load_model
 from llara.pretrain.collator import PretrainCollator
@@ -70,10 +70,7 @@ def main() -> None:
         f"model {args.model}, batch {args.batch_size} x {tuple(batches[0]['input_ids'].shape)[1]} tokens, "
         f"{len(dropouts)} LoRA layers, fp32, LM loss off, {args.steps} steps, {torch.get_num_threads()} threads"
     )
-    for name, ts in times.items():
-        print(f"{name:8s} median {1000 * statistics.median(ts):8.1f} ms/step   (min {1000 * min(ts):.1f})")
-    ratio = statistics.median(times["dropout"]) / statistics.median(times["none"])
-    print(f"speed-up without LoRA dropout {args.dropout}: {ratio:.2f}x")
+    print_speedup(times, baseline="dropout", candidate="none", what=f"without LoRA dropout {args.dropout}")
 
 
 if __name__ == "__main__":
