@@ -131,7 +131,7 @@ def finetune(
     examples = read_train_file(train_file)  # all input checks happen before anything is written
     checkpoint = resume_checkpoint(opts)
     recipe_ = get_recipe(recipe or saved_recipe(model) or "reference")
-    settings = {k: v for k, v in vars(ft).items()} | {"train": str(train_file), "base_model": str(model)}
+    settings = vars(ft) | {"train": str(train_file), "base_model": str(model)}
     opts.extra = {**opts.extra, "finetune": settings}
     if finished_checkpoint(opts, checkpoint):  # nothing left to train: no need to load the base model
         save_from_checkpoint(checkpoint, recipe_, opts.output, opts.extra)
