@@ -73,11 +73,14 @@ def test_finetune_cli_end_to_end(tiny_model_dir, tmp_path):
     out = tmp_path / "ft"
     args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--batch-size", "3"]
     args += ["--group-size", "2", "--max-steps", "3", "--lr", "1e-2", "--precision", "fp32", "--save-every", "2"]
-    result = run_cli(*args, "--grad-cache", "--chunk-size", "2", "--query-max-length", "48")
+    lengths = ["--query-max-length", "36", "--passage-max-length", "40"]
+    result = run_cli(*args, "--grad-cache", "--chunk-size", "2", *lengths)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fine-tuned 3 steps on 6 rows" in result.stderr.replace("\n", " ")
     config = json.loads((out / "llara.json").read_text())
-    assert config["recipe"] == "reference" and config["finetune"]["grad_cache"] is True
+    assert config["recipe"] == "reference" and config["training"][-1]["grad_cache"] is True
+    assert config["training"][-1]["stage"] == "finetune" and config["llara_version"]
+    assert (config["query_max_length"], config["passage_max_length"]) == (36, 40)
     assert (tmp_path / "ft-checkpoints" / "checkpoint-2").is_dir()
     texts = ["dense passage retrieval", "library data"]
     tuned = LlaraEncoder.from_pretrained(out, precision="fp32").encode(texts)
@@ -99,3 +102,39 @@ def test_finetune_cli_bad_input_writes_nothing(tiny_model_dir, tmp_path):
     assert result.returncode == 2
     assert "bad.jsonl:2" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and not (tmp_path / "ft-checkpoints").exists()
+
+
+def test_trained_lengths_travel_with_the_model(tiny_model_dir, tmp_path):
+    """A model fine-tuned at query 36 / passage 40 tokens is evaluated, encoded and exported at 36 / 40,
+    unless a flag says otherwise."""
+    from tests.conftest import write_beir
+
+    out = tmp_path / "ft"
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--max-steps", "1"]
+    result = run_cli(*args, "--group-size", "2", "--precision", "fp32", "--query-max-length", "36",
+                     "--passage-max-length", "40")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    docs = [{"_id": f"d{i}", "title": "", "text": r["pos"][0]} for i, r in enumerate(ROWS)]
+    queries = [{"_id": f"q{i}", "text": r["query"]} for i, r in enumerate(ROWS)]
+    data = write_beir(tmp_path / "beir", docs, queries, [(f"q{i}", f"d{i}", 1) for i in range(len(ROWS))])
+
+    def evaluated_lengths(*flags):
+        ev = tmp_path / f"ev{len(flags)}"
+        r = run_cli("evaluate", "--model", out, "--data", data, "--output", ev, "--precision", "fp32", *flags)
+        assert r.returncode == 0, r.stderr[-2000:]
+        info = json.loads((ev / "metrics.json").read_text())["info"]
+        return info["query_max_length"], info["passage_max_length"]
+
+    assert evaluated_lengths() == (36, 40)
+    assert evaluated_lengths("--query-max-length", "50") == (50, 40)  # a flag overrides the saved value
+    emb = tmp_path / "emb"
+    r = run_cli("encode", "--model", out, "--corpus", data / "corpus.jsonl", "--output", emb, "--precision", "fp32")
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = json.loads(next(emb.glob("*manifest*.json")).read_text())
+    assert (manifest["query_max_length"], manifest["passage_max_length"]) == (36, 40)
+    r = run_cli("export", "--model", out, "--output", tmp_path / "exported")
+    assert r.returncode == 0, r.stderr[-2000:]
+    exported = json.loads((tmp_path / "exported" / "llara.json").read_text())
+    assert (exported["query_max_length"], exported["passage_max_length"]) == (36, 40)
+    assert [s["stage"] for s in exported["training"]] == ["finetune"]

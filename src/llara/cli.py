@@ -30,6 +30,13 @@ RecipeOpt = Annotated[
     str | None, typer.Option(help="reference | paper | repllama | mean (default: the model's own, else reference)")
 ]
 
+QueryLengthOpt = Annotated[
+    int | None, typer.Option(help="query tokens, prompt included (default: the model's llara.json, else 64)")
+]
+PassageLengthOpt = Annotated[
+    int | None, typer.Option(help="passage tokens, prompt included (default: the model's llara.json, else 256)")
+]
+
 
 class Method(StrEnum):
     dense = "dense"
@@ -91,8 +98,8 @@ def evaluate(
     max_tokens_per_batch: Annotated[
         int | None, typer.Option(help="token budget per batch (rows x longest row) instead of --batch-size")
     ] = None,
-    query_max_length: int = 64,
-    passage_max_length: int = 256,
+    query_max_length: QueryLengthOpt = None,
+    passage_max_length: PassageLengthOpt = None,
     precision: Annotated[
         str, typer.Option(help="auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)")
     ] = "auto",
@@ -186,7 +193,7 @@ def encode(
         int | None, typer.Option(help="token budget per batch (rows x longest row) instead of --batch-size")
     ] = None,
     chunk_size: Annotated[int, typer.Option(help="documents per .npy file (and per resume step)")] = 1024,
-    passage_max_length: int = 256,
+    passage_max_length: PassageLengthOpt = None,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
     trust_remote_code: bool = False,
 ) -> None:
@@ -383,8 +390,19 @@ def pretrain(
     output: Annotated[Path, typer.Option(help="folder for the adapted, merged model (and OUTPUT-checkpoints)")],
     model: ModelOpt = "smollm2",
     recipe: Annotated[str, typer.Option(help="reference | paper")] = "reference",
-    chunk_tokens: Annotated[int, typer.Option(help="tokens per training sequence (prompt included)")] = 128,
-    lm_loss: Annotated[bool, typer.Option(help="add the next-token LM loss on the passage (reference code)")] = True,
+    chunk_tokens: Annotated[
+        int, typer.Option(help="tokens per joint training row: prefix + text + both suffixes (reference cutoff_len)")
+    ] = 128,
+    lm_loss: Annotated[
+        bool,
+        typer.Option(
+            help="add the next-token LM loss on the passage, as the reference code does (off by default: on "
+            "small models it swamps the bag-of-words terms; benchmarks/RESULTS.md)"
+        ),
+    ] = False,
+    remove_stop_words: Annotated[
+        bool, typer.Option(help="drop punctuation and NLTK English stop words from the bag-of-words targets")
+    ] = False,
     max_steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
     max_time: Annotated[float | None, typer.Option(help="minutes; stop, checkpoint and save when reached")] = None,
     lr: Annotated[float, typer.Option(help="learning rate (LoRA weights, or all weights with --full)")] = 1e-4,
@@ -445,6 +463,7 @@ def pretrain(
         recipe=recipe,
         chunk_tokens=chunk_tokens,
         lm_loss=lm_loss,
+        remove_stop_words=remove_stop_words,
         trust_remote_code=trust_remote_code,
     )
     console.print(f"wrote {output}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -14,13 +13,18 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llara.errors import LlaraError
+from llara.model_config import (
+    DEFAULT_PASSAGE_MAX_LENGTH,
+    DEFAULT_QUERY_MAX_LENGTH,
+    DEFAULT_RECIPE,
+    ModelConfig,
+)
 from llara.models import load_model, model_fingerprint
 from llara.mteb_support import MTEBEncoderMixin, input_texts
 from llara.prompts import PromptBuilder, add_special_tokens, format_document, get_recipe, pool
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "llara.json"  # recipe and lengths saved beside the HF weights
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -70,13 +74,15 @@ class LlaraEncoder(MTEBEncoderMixin):  # the mixin adds MTEB's similarity + mteb
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        recipe: str = "reference",
-        query_max_length: int = 64,
-        passage_max_length: int = 256,
+        recipe: str = DEFAULT_RECIPE,
+        query_max_length: int = DEFAULT_QUERY_MAX_LENGTH,
+        passage_max_length: int = DEFAULT_PASSAGE_MAX_LENGTH,
         precision: str = "auto",
         device: str | torch.device | None = None,
+        training: tuple[dict, ...] = (),
     ) -> None:
         self.recipe = get_recipe(recipe)
+        self.training = tuple(training)  # the model's training stages, kept when it is saved again
         # HF samples new token rows at random: a fixed seed makes two loads (e.g. a resumed encode) agree.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -103,29 +109,37 @@ class LlaraEncoder(MTEBEncoderMixin):  # the mixin adds MTEB's similarity + mteb
         model: str | os.PathLike,
         recipe: str | None = None,
         trust_remote_code: bool = False,
+        query_max_length: int | None = None,
+        passage_max_length: int | None = None,
         **kwargs,
     ) -> LlaraEncoder:
-        """`model`: a built-in name (``smollm2``), a GGUF file or a HF folder (llara's own included)."""
+        """`model`: a built-in name (``smollm2``), a GGUF file or a HF folder (llara's own included).
+
+        The recipe and max lengths come from the model's llara.json (what it was trained with);
+        arguments that are not None override them."""
+        config = ModelConfig.of(model).override(recipe, query_max_length, passage_max_length)
         hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
-        saved = {}
-        folder = Path(str(model))
-        if (folder / CONFIG_NAME).is_file():
-            saved = json.loads((folder / CONFIG_NAME).read_text())
-        recipe = recipe or saved.get("recipe", "reference")
-        for key in ("query_max_length", "passage_max_length"):
-            if key in saved:
-                kwargs.setdefault(key, saved[key])
-        return cls(hf_model, tokenizer, recipe=recipe, **kwargs)
+        return cls(
+            hf_model,
+            tokenizer,
+            recipe=config.recipe,
+            query_max_length=config.query_max_length,
+            passage_max_length=config.passage_max_length,
+            training=config.training,
+            **kwargs,
+        )
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        from llara.data.io import write_json
-
         path = Path(path)
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
-        write_json(path / CONFIG_NAME, self.config())
+        self.model_config().save(path)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(self.recipe.name, self.max_length["query"], self.max_length["passage"], self.training)
 
     def config(self) -> dict:
+        """Recipe and lengths, as recorded in metrics and index metadata."""
         return {
             "recipe": self.recipe.name,
             "query_max_length": self.max_length["query"],

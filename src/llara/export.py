@@ -77,7 +77,7 @@ def write_folder(encoder, folder: Path, fmt: str) -> None:
 
         from llara.st_module import SIDE_MARKERS, LlaraModule
 
-        module = LlaraModule(encoder.model, encoder.tokenizer, **encoder.config())
+        module = LlaraModule(encoder.model, encoder.tokenizer, **encoder.config(), training=encoder.training)
         st = SentenceTransformer(
             modules=[module, Normalize()], prompts=dict(SIDE_MARKERS), similarity_fn_name="cosine", device="cpu"
         )

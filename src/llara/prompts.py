@@ -31,6 +31,9 @@ class Recipe:
     pooling: str  # "last": mean over the last `pool_tokens` positions; "mean": over all real tokens
     pool_tokens: int
     special_tokens: tuple[str, ...] = ()
+    # Tokenise the prefix WITH the tokenizer's own special tokens, as the reference code does
+    # (`tokenizer('"')`): on LLaMA-2/Mistral/LLaMA-3 every sequence then starts with BOS.
+    bos: bool = True
 
     def prefix(self, side: str) -> str:
         return self.passage_prefix if side == "passage" else self.query_prefix
@@ -103,6 +106,15 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     return bool(missing)
 
 
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The padding id: the tokenizer's pad token, else unk (what the reference code sets), else EOS.
+    Padded positions are masked, so the choice never changes an embedding or a loss."""
+    for tid in (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return tid
+    raise LlaraError("the tokenizer has no pad, unk or eos token to pad with")
+
+
 def format_document(doc: dict | str) -> str:
     """A corpus document as text: BEIR's title + text, or the string itself."""
     if isinstance(doc, str):
@@ -120,19 +132,21 @@ class PromptBuilder:
         for tok in self.recipe.special_tokens:
             if tok not in tokenizer.get_vocab():
                 raise LlaraError(f"tokenizer lacks the special token {tok}; call add_special_tokens first")
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer)
         self.pieces = {
-            side: (self._ids(self.recipe.prefix(side)), self._ids(self.recipe.suffix(side))) for side in SIDES
+            side: (self._ids(self.recipe.prefix(side), self.recipe.bos), self._ids(self.recipe.suffix(side)))
+            for side in SIDES
         }
         # Running tallies for summaries ("truncated 12 of 1460 texts"): wrap() counts every text it cuts.
         self.wrapped = 0
         self.truncated = 0
 
-    def _ids(self, piece: str) -> list[int]:
-        if not piece:
+    def _ids(self, piece: str, special: bool = False) -> list[int]:
+        """Ids of one prompt piece; `special` adds what the tokenizer adds around a text (BOS on LLaMA)."""
+        if not piece and not special:
             return []
         piece = piece.replace(EOS, self.tokenizer.eos_token or "")
-        return self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(piece, add_special_tokens=special)["input_ids"]
 
     def special_ids(self, side: str) -> list[int]:
         """Ids of the tokens that carry the embedding (the last `pool_tokens` of the suffix)."""

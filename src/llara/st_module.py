@@ -12,7 +12,6 @@ Which side a text takes: ``encode_query`` / ``encode_document`` (ST passes ``tas
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,9 +19,9 @@ from pathlib import Path
 import torch
 from sentence_transformers.base.modules import InputModule
 
+from llara.model_config import CONFIG_NAME, ModelConfig
 from llara.prompts import PromptBuilder, get_recipe, pool
 
-CONFIG_NAME = "llara.json"  # the same file LlaraEncoder.save_pretrained writes
 # Saved as the model's ST prompts; preprocess() maps them back to a side and never prepends them.
 SIDE_MARKERS = {"query": "<llara:query>", "document": "<llara:passage>"}
 _MARKER_SIDE = {"<llara:query>": "query", "<llara:passage>": "passage"}
@@ -37,9 +36,16 @@ class LlaraModule(InputModule):
     forward_kwargs = {"task"}
 
     def __init__(
-        self, model, tokenizer, recipe: str = "reference", query_max_length: int = 64, passage_max_length: int = 256
+        self,
+        model,
+        tokenizer,
+        recipe: str = "reference",
+        query_max_length: int = 64,
+        passage_max_length: int = 256,
+        training: tuple[dict, ...] = (),
     ) -> None:
         super().__init__()
+        self.training = tuple(training)
         self.auto_model = model  # registered as a child, so ST's .to(device) moves it
         self.tokenizer = tokenizer
         self.recipe = recipe
@@ -95,7 +101,8 @@ class LlaraModule(InputModule):
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
         self.auto_model.save_pretrained(output_path, safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(output_path)
-        self.save_config(output_path)
+        # llara's whole schema, not only ST's config_keys: the folder stays a llara model too.
+        ModelConfig(self.recipe, self.query_max_length, self.passage_max_length, self.training).save(output_path)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", model_kwargs: dict | None = None, **kwargs):
@@ -114,10 +121,12 @@ class LlaraModule(InputModule):
                     local_files_only=kwargs.get("local_files_only", False),
                 )
             )
-        config = json.loads((folder / CONFIG_NAME).read_text()) if (folder / CONFIG_NAME).is_file() else {}
+        config = ModelConfig.of(folder)
         # fp32 unless the user asks otherwise (model_kwargs={"dtype": "bfloat16"}): exact parity with llara.
         dtype = (model_kwargs or {}).get("dtype") or (model_kwargs or {}).get("torch_dtype") or torch.float32
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype, torch.float32)
         model, tokenizer = load_model(os.fspath(folder), dtype=dtype)
-        return cls(model, tokenizer, **{k: config[k] for k in cls.config_keys if k in config})
+        return cls(
+            model, tokenizer, config.recipe, config.query_max_length, config.passage_max_length, config.training
+        )

@@ -13,9 +13,13 @@ WORDS = (
 ).split()
 
 
-def make_tokenizer(folder: Path):
-    """A small byte-level BPE tokenizer trained in code (no hub), with eos/pad like a LLaMA chat model."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def make_tokenizer(folder: Path, add_bos: bool = False, pad: bool = True):
+    """A small byte-level BPE tokenizer trained in code (no hub), with eos/pad like a LLaMA chat model.
+
+    `add_bos`: it puts BOS before every text it encodes with special tokens, as LLaMA-2, Mistral and
+    LLaMA-3 do; `pad=False` leaves it without a pad token (LLaMA-2's own tokenizer has none).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -28,8 +32,17 @@ def make_tokenizer(folder: Path):
     )
     corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] + ['", ": <>']
     tok.train_from_iterator(corpus, trainer)
+    if add_bos:
+        bos = tok.token_to_id("<|bos|>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|bos|> $A", pair="<|bos|> $A <|bos|> $B", special_tokens=[("<|bos|>", bos)]
+        )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|eos|>"
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        pad_token="<|eos|>" if pad else None,
     )
     fast.save_pretrained(folder)
     return fast
@@ -58,7 +71,7 @@ def make_tiny_model(folder: Path, arch: str = "llama", seed: int = 0, tokenizer=
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )

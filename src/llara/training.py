@@ -5,9 +5,9 @@ The small API a training command needs:
     opts = TrainOptions(output=..., lr=..., ...)           # what the user asked for
     model = prepare_model(model, tokenizer, recipe, opts)  # special tokens + LoRA (or full) + checkpointing
     args = training_arguments(opts)                        # TrainingArguments (bf16, ZeRO, accumulation, ...)
-    trainer = MySubclass(model=model, args=args, opts=opts, recipe=recipe, ...)  # a LlaraTrainer
+    trainer = MySubclass(model=model, args=args, opts=opts, recipe=recipe, config=config, ...)  # a LlaraTrainer
     trainer.train(resume_from_checkpoint=resume_checkpoint(opts))
-    save_final(trainer.model, tokenizer, recipe, opts.output)  # merged, plain HF folder + llara.json
+    save_final(trainer.model, tokenizer, config, opts.output)  # merged, plain HF folder + llara.json
 
 LlaraTrainer gives the recipe's special-token embeddings their own learning rate, logs extra
 per-task losses (`self.record(ebae=...)`), reports tokens/s, and stops and saves at --max-time.
@@ -36,8 +36,9 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from llara.data.io import atomic_dir, write_json
-from llara.encoder import CONFIG_NAME, bf16_supported
+from llara.encoder import bf16_supported
 from llara.errors import LlaraError
+from llara.model_config import ModelConfig
 from llara.prompts import Recipe, add_special_tokens
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,6 @@ class TrainOptions:
     gradient_checkpointing: bool = False
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (configs/)
     logging_steps: int = 5
-    extra: dict = field(default_factory=dict)  # recorded in llara.json (e.g. max lengths)
 
     def validate(self) -> None:
         if self.max_steps is None and self.max_time is None:
@@ -235,13 +235,13 @@ def finished_checkpoint(opts: TrainOptions, checkpoint: str | None) -> bool:
     return checkpoint_step(checkpoint) >= opts.max_steps
 
 
-def save_from_checkpoint(checkpoint: str, recipe: Recipe, output: str | os.PathLike, extra: dict | None) -> Path:
+def save_from_checkpoint(checkpoint: str, config: ModelConfig, output: str | os.PathLike) -> Path:
     """The final model of a finished run, from its last checkpoint (rank 0 writes it)."""
     from llara.models import load_model
 
     if int(os.environ.get("RANK", 0)) == 0:
         model, tokenizer = load_model(checkpoint)
-        save_final(model, tokenizer, recipe, output, extra)
+        save_final(model, tokenizer, config, output)
     return Path(output)
 
 
@@ -307,7 +307,7 @@ class LlaraTrainer(Trainer):
     Subclasses implement `compute_loss` and may call `self.record(name=value, tokens=n)`.
     """
 
-    def __init__(self, *args, opts: TrainOptions, recipe: Recipe, **kwargs) -> None:
+    def __init__(self, *args, opts: TrainOptions, recipe: Recipe, config: ModelConfig, **kwargs) -> None:
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(TimeLimit(opts.max_time, opts.save_at_minutes))
         super().__init__(*args, callbacks=callbacks, **kwargs)
@@ -315,7 +315,7 @@ class LlaraTrainer(Trainer):
             self.remove_callback(ProgressCallback)
             self.add_callback(TimeProgress(opts.max_time))
         self.opts, self.recipe = opts, recipe
-        self.checkpoint_config = {"recipe": recipe.name, **opts.extra}  # llara.json of each checkpoint
+        self.model_config = config  # llara.json of each checkpoint and of the final model
         # Our losses are means per micro-batch: let the Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._sums: dict[str, float] = {}
@@ -354,7 +354,7 @@ class LlaraTrainer(Trainer):
             self.args.output_dir = str(root)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            write_json(staging / CONFIG_NAME, self.checkpoint_config)
+            self.model_config.save(staging)
             if not (staging / "config.json").exists():  # beside a LoRA adapter: what marks a model folder
                 write_json(staging / "config.json", self.model.config.to_dict())
             if (root / name).exists():  # the same step saved again after a resume
@@ -392,9 +392,8 @@ def merged_model(model: torch.nn.Module) -> PreTrainedModel:
 def save_final(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    recipe: Recipe,
+    config: ModelConfig,
     output: str | os.PathLike,
-    extra: dict | None = None,
 ) -> Path:
     """Write the merged model, tokenizer and llara.json to `output` atomically (temp folder + rename).
 
@@ -406,16 +405,15 @@ def save_final(
     with atomic_dir(output) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / CONFIG_NAME, {"recipe": recipe.name, **(extra or {})})
+        config.save(tmp)
     return output
 
 
 def finish(
     trainer: Trainer,
     tokenizer: PreTrainedTokenizerBase,
-    recipe: Recipe,
+    config: ModelConfig,
     output: str | os.PathLike,
-    extra: dict | None = None,
 ) -> Path:
     """Save the final model after `trainer.train()`; call it on every rank.
 
@@ -434,8 +432,8 @@ def finish(
                 write_json(raw / "config.json", merged_model(trainer.model).config.to_dict())
             tokenizer.save_pretrained(raw)
             model, _ = load_model(raw)
-            save_final(model, tokenizer, recipe, output, extra)
+            save_final(model, tokenizer, config, output)
             shutil.rmtree(raw, ignore_errors=True)
     elif trainer.is_world_process_zero():
-        save_final(trainer.model, tokenizer, recipe, output, extra)
+        save_final(trainer.model, tokenizer, config, output)
     return Path(output)

@@ -8,7 +8,6 @@ llara.training.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,10 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from llara.encoder import CONFIG_NAME
 from llara.errors import LlaraError
 from llara.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
 from llara.finetune.loss import embed, grad_cache_step, info_nce
+from llara.model_config import ModelConfig
 from llara.prompts import PromptBuilder, get_recipe
 from llara.training import (
     LlaraTrainer,
@@ -110,11 +109,6 @@ class ContrastiveTrainer(LlaraTrainer):
         return loss * scale
 
 
-def saved_recipe(model: str) -> str | None:
-    config = Path(str(model)) / CONFIG_NAME
-    return json.loads(config.read_text()).get("recipe") if config.is_file() else None
-
-
 def finetune(
     model: str,
     train_file: str | Path,
@@ -130,16 +124,19 @@ def finetune(
     ft.validate()
     examples = read_train_file(train_file)  # all input checks happen before anything is written
     checkpoint = resume_checkpoint(opts)
-    recipe_ = get_recipe(recipe or saved_recipe(model) or "reference")
-    settings = vars(ft) | {"train": str(train_file), "base_model": str(model)}
-    opts.extra = {**opts.extra, "finetune": settings}
+    stage = {"stage": "finetune", **vars(ft), "train": str(train_file), "base_model": str(model)}
+    # The model encodes as it was fine-tuned: these lengths are saved and used by evaluate/encode/export.
+    config = (
+        ModelConfig.of(model)
+        .override(recipe)
+        .trained(stage, query_max_length=ft.query_max_length, passage_max_length=ft.passage_max_length)
+    )
+    recipe_ = get_recipe(config.recipe)
     if finished_checkpoint(opts, checkpoint):  # nothing left to train: no need to load the base model
-        save_from_checkpoint(checkpoint, recipe_, opts.output, opts.extra)
+        save_from_checkpoint(checkpoint, config, opts.output)
         steps = checkpoint_step(checkpoint)
         return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
     hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
     dataset = TrainDataset(examples, ft.group_size, seed=opts.seed, path=train_file)
     collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), ft.query_max_length, ft.passage_max_length)
@@ -150,6 +147,7 @@ def finetune(
         args=args,
         opts=opts,
         recipe=recipe_,
+        config=config,
         ft=ft,
         train_dataset=dataset,
         data_collator=collator,
@@ -158,7 +156,7 @@ def finetune(
     )
     log.info("fine-tuning on %d rows of %s, %d passages per query", len(examples), train_file, dataset.group_size)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    finish(trainer, tokenizer, recipe_, opts.output, extra=opts.extra)
+    finish(trainer, tokenizer, config, opts.output)
     return {
         "examples": len(examples),
         "steps": trainer.state.global_step,

@@ -29,8 +29,9 @@ class PretrainCollator:
         self.k = prompts.recipe.pool_tokens
 
     def prompt_length(self) -> int:
-        """Tokens one side's prompt takes (the longer side): a chunk's text gets the rest."""
-        return len(self.prefix) + max(len(self.ebae_suffix), len(self.ebar_suffix))
+        """Tokens the joint row's prompt takes (prefix and both suffixes): a chunk's text gets the rest
+        of --chunk-tokens, so a joint row is never longer (the reference's cutoff_len)."""
+        return len(self.prefix) + len(self.ebae_suffix) + len(self.ebar_suffix)
 
     def targets(self, rows: list[list[int] | None]) -> torch.Tensor:
         """Unique target ids per example, special ids excluded, padded with -1: [B, T]."""

@@ -6,9 +6,9 @@ Accepted corpora (one file):
 - JSONL in the reference code's format {"input", "output_summarize", "output_predict"}.
 
 A document is split on sentence boundaries into consecutive chunks of at most `text_budget` tokens
-(the chunk length minus the prompt). Chunk i is trained with EBAE on itself and EBAR on chunk i+1; a
-document's last chunk has no EBAR target. Everything streams; a seeded shuffle buffer mixes chunks
-deterministically, so a resumed run sees the same order.
+(the chunk length minus the joint prompt: prefix and both suffixes). Chunk i is trained with EBAE
+on itself and EBAR on chunk i+1; a document's last chunk has no EBAR target. Everything streams; a
+seeded shuffle buffer mixes chunks deterministically, so a resumed run sees the same order.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from llara.data.io import get_str, iter_jsonl, iter_lines, iter_records, require_file
 from llara.errors import LlaraError
+from llara.pretrain.stopwords import remove_stop_words
 
 REFERENCE_FIELDS = ("input", "output_summarize", "output_predict")
 SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)")  # split after . ! ? and keep the space with the next sentence
@@ -125,7 +126,12 @@ def chunk_ids(sentence_ids: list[list[int]], budget: int) -> list[list[int]]:
 
 
 class PretrainDataset(IterableDataset):
-    """Endless stream of {"text_ids", "next_ids"} examples (next_ids is None for a last chunk).
+    """Endless stream of {"text_ids", "own_ids", "next_ids"} examples (next_ids is None for a last chunk).
+
+    `own_ids` / `next_ids` are the bag-of-words targets of EBAE / EBAR. Reference-format rows bring
+    their target texts, which are tokenised as the reference does (with the tokenizer's special
+    tokens, cut at `target_length`; the special ids are dropped later). `remove_stop_words` applies the
+    reference's --remove_stop_words to every target text.
 
     Epoch e shuffles with seed + e through a buffer of `shuffle_buffer` chunks, so the order is a
     pure function of (corpus, tokenizer, seed): a resumed Trainer replays it exactly.
@@ -139,29 +145,43 @@ class PretrainDataset(IterableDataset):
         seed: int = 42,
         shuffle_buffer: int = 2048,
         epochs: int | None = None,
+        target_length: int | None = None,
+        remove_stop_words: bool = False,
     ) -> None:
         if text_budget < 1:
             raise LlaraError(f"chunk length leaves no room for text ({text_budget} tokens)")
         self.path, self.tokenizer, self.budget = Path(path), tokenizer, text_budget
         self.seed, self.shuffle_buffer, self.epochs = seed, shuffle_buffer, epochs
+        self.target_length = target_length or text_budget
+        self.remove_stop_words = remove_stop_words
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    def _target(self, text: str) -> list[int]:
+        if self.remove_stop_words:
+            text = remove_stop_words(text)
+        return self.tokenizer(text, truncation=True, max_length=self.target_length)["input_ids"]
+
+    def _chunk_target(self, ids: list[int] | None) -> list[int] | None:
+        if ids is None or not self.remove_stop_words:
+            return ids
+        return self._target(self.tokenizer.decode(ids))
 
     def chunks(self) -> Iterator[dict]:
         """Examples of one pass over the corpus, in file order."""
         for doc in iter_documents(self.path):
             if doc.summarize is not None:  # reference format: targets given
-                text, own, nxt = self._ids([doc.text, doc.summarize, doc.predict or " "])
                 yield {
-                    "text_ids": text[: self.budget],
-                    "own_ids": own[: self.budget],
-                    "next_ids": nxt[: self.budget] if doc.predict else None,
+                    "text_ids": self._ids([doc.text])[0][: self.budget],
+                    "own_ids": self._target(doc.summarize),
+                    "next_ids": self._target(doc.predict) if doc.predict else None,
                 }
                 continue
             pieces = chunk_ids(self._ids(split_sentences(doc.text)), self.budget)
             for i, ids in enumerate(pieces):
-                yield {"text_ids": ids, "own_ids": ids, "next_ids": pieces[i + 1] if i + 1 < len(pieces) else None}
+                nxt = pieces[i + 1] if i + 1 < len(pieces) else None
+                yield {"text_ids": ids, "own_ids": self._chunk_target(ids), "next_ids": self._chunk_target(nxt)}
 
     def shuffled(self, epoch: int) -> Iterator[dict]:
         rng = random.Random(self.seed + epoch)

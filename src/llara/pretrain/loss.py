@@ -4,7 +4,7 @@ Per task: logits at the recipe's pooled positions (8 special tokens for `referen
 `paper`) through the model's own LM head, max-pooled over those positions, log-softmax, and
 -mean over the target's distinct token ids of log p. Each task is averaged over the examples that
 have a target (a document's last chunk has no EBAR target) and divided by 10, as the reference code
-does; bow = (EBAE + EBAR) / 2; total = LM + bow.
+does; bow = (EBAE + EBAR) / 2, or the one task a batch has targets for; total = LM + bow.
 
 Only the positions that need them go through the LM head (HF's `logits_to_keep` with a boolean
 mask): the pooled ones, and the passage tokens when the LM loss is on.
@@ -30,8 +30,9 @@ def bow_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def task_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One forward pass; the raw (unscaled) losses of whichever tasks the batch carries:
-    "ebae" / "ebar" if it has `<task>_special` positions, "lm" if it has LM positions."""
+    """One forward pass; the raw (unscaled) losses of whichever tasks the batch carries and has
+    targets for: "ebae" / "ebar" if it has `<task>_special` positions and at least one example with a
+    target (a batch of last chunks has no EBAR term at all), "lm" if it has LM positions."""
     tasks = [t for t in ("ebae", "ebar") if f"{t}_special" in batch]
     lm_positions = batch["lm_positions"]
     keep = lm_positions.clone()
@@ -51,27 +52,41 @@ def task_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[
     for t in tasks:
         rows = slot[batch[f"{t}_special"]].view(n, -1)
         per_example, valid = bow_loss(logits[rows], batch[f"{t}_targets"])
-        # A batch without any target still touches the logits, so every rank's graph is the same.
-        losses[t] = per_example[valid].mean() if valid.any() else logits.sum() * 0.0
+        if valid.any():
+            losses[t] = per_example[valid].mean()
     if lm_positions.any():
         labels = batch["input_ids"][:, 1:][lm_positions[:, :-1]]
         losses["lm"] = F.cross_entropy(logits[slot[lm_positions]].float(), labels)
+    # A batch without any target still touches the logits, so every rank's graph is the same.
+    losses["_graph"] = logits.sum() * 0.0
     return losses
 
 
 def combine(losses: dict[str, torch.Tensor]) -> torch.Tensor:
-    """total = LM + (EBAE + EBAR) / 2, each bag-of-words term scaled by 1/10."""
-    bow = BOW_SCALE * (losses["ebae"] + losses["ebar"]) / 2
-    return losses["lm"] + bow if "lm" in losses else bow
+    """total = LM + bow, bow = the mean of the EBAE and EBAR terms present, each scaled by 1/10.
+
+    As in the reference: a batch where no example has a next passage trains EBAE/10 alone (not
+    (EBAE + 0) / 20)."""
+    bow = [losses[t] for t in ("ebae", "ebar") if t in losses]
+    total = losses.get("_graph", 0.0)
+    if bow:
+        total = total + BOW_SCALE * sum(bow) / len(bow)
+    return total + losses["lm"] if "lm" in losses else total
+
+
+def parts(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The losses worth logging (not the zero graph anchor)."""
+    return {k: v for k, v in losses.items() if not k.startswith("_")}
 
 
 def joint_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Both tasks from one pass over a PretrainCollator batch."""
     losses = task_losses(model, batch)
-    return combine(losses), losses
+    return combine(losses), parts(losses)
 
 
 def two_pass_loss(model: torch.nn.Module, ebae_batch: dict, ebar_batch: dict):
     """The same loss from two ordinary passes (PretrainCollator.separate): the baseline."""
-    losses = {**task_losses(model, ebae_batch), **task_losses(model, ebar_batch)}
-    return combine(losses), losses
+    first, second = task_losses(model, ebae_batch), task_losses(model, ebar_batch)
+    losses = {**first, **second, "_graph": first["_graph"] + second["_graph"]}
+    return combine(losses), parts(losses)

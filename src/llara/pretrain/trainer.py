@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from llara.errors import LlaraError
+from llara.model_config import ModelConfig
 from llara.models import load_model, resolve_model
 from llara.pretrain.collator import PretrainCollator
 from llara.pretrain.data import PretrainDataset, count_documents
@@ -32,7 +33,7 @@ class PretrainTrainer(LlaraTrainer):
     """The Trainer's loss is the joint EBAE + EBAR (+ LM) loss of one forward pass."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, parts = joint_loss(model, inputs)
+        loss, parts = joint_loss(model, inputs)  # parts: only the tasks this batch had targets for
         self.record(tokens=int(inputs["real"].sum()), **{k: v.detach() for k, v in parts.items()})
         return (loss, None) if return_outputs else loss
 
@@ -43,7 +44,8 @@ def run_pretrain(
     opts: TrainOptions,
     recipe: str = "reference",
     chunk_tokens: int = 128,
-    lm_loss: bool = True,
+    lm_loss: bool = False,
+    remove_stop_words: bool = False,
     shuffle_buffer: int = 2048,
     trust_remote_code: bool = False,
 ) -> Path:
@@ -54,15 +56,18 @@ def run_pretrain(
     opts.validate()
     n_docs = count_documents(corpus)  # validates every row before anything is written
     resume = resume_checkpoint(opts)
-    opts.extra = {
+    stage = {
         "stage": "pretrain",
         "base_model": str(resolve_model(model_name)),
+        "corpus": str(corpus),
         "chunk_tokens": chunk_tokens,
         "lm_loss": lm_loss,
-        **opts.extra,
+        "remove_stop_words": remove_stop_words,
     }
+    # Encoding lengths carry over from the base model (a llara folder) or stay at the defaults.
+    config = ModelConfig.of(model_name).trained(stage, recipe=recipe)
     if finished_checkpoint(opts, resume):  # nothing left to train: no need to load the base model
-        return save_from_checkpoint(resume, recipe_, opts.output, opts.extra)
+        return save_from_checkpoint(resume, config, opts.output)
     model, tokenizer = load_model(model_name, trust_remote_code=trust_remote_code)
     model = prepare_model(model, tokenizer, recipe_, opts)
     prompts = PromptBuilder(tokenizer, recipe_)
@@ -73,7 +78,15 @@ def run_pretrain(
         raise LlaraError(
             f"--chunk-tokens {chunk_tokens} is smaller than the {recipe} prompt ({collator.prompt_length()} tokens)"
         )
-    dataset = PretrainDataset(corpus, tokenizer, budget, seed=opts.seed, shuffle_buffer=shuffle_buffer)
+    dataset = PretrainDataset(
+        corpus,
+        tokenizer,
+        budget,
+        seed=opts.seed,
+        shuffle_buffer=shuffle_buffer,
+        target_length=chunk_tokens,  # the reference cuts a target text at cutoff_len
+        remove_stop_words=remove_stop_words,
+    )
     log.info("pretraining on %d documents of %s, %d text tokens per chunk", n_docs, corpus, budget)
     trainer = PretrainTrainer(
         model=model,
@@ -83,6 +96,7 @@ def run_pretrain(
         processing_class=tokenizer,
         opts=opts,
         recipe=recipe_,
+        config=config,
     )
     trainer.train(resume_from_checkpoint=resume)
-    return finish(trainer, tokenizer, recipe_, opts.output, extra=opts.extra)
+    return finish(trainer, tokenizer, config, opts.output)

@@ -1,0 +1,117 @@
+"""llara.json: how a model encodes and what it was trained on, saved beside its HF weights.
+
+One schema, written by every command that saves a model (pretrain, finetune, their checkpoints,
+export, `LlaraEncoder.save_pretrained`) and read by every command that loads one, so a model encodes
+the way it was trained: a model fine-tuned at query 32 / passage 128 tokens is encoded at 32 / 128
+unless a command-line flag says otherwise.
+
+    {"recipe": "reference", "pooling": "last-8", "query_max_length": 64, "passage_max_length": 256,
+     "training": [{"stage": "pretrain", ...}, {"stage": "finetune", ...}], "llara_version": "0.1.0"}
+
+Folders written by earlier llara versions (lengths nested under "finetune", or none at all) still load.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from llara import __version__
+from llara.errors import LlaraError
+
+CONFIG_NAME = "llara.json"
+# The one home of the encoding defaults (the reference's query length; passages as in METHOD.md).
+DEFAULT_RECIPE = "reference"
+DEFAULT_QUERY_MAX_LENGTH = 64
+DEFAULT_PASSAGE_MAX_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    recipe: str = DEFAULT_RECIPE
+    query_max_length: int = DEFAULT_QUERY_MAX_LENGTH
+    passage_max_length: int = DEFAULT_PASSAGE_MAX_LENGTH
+    training: tuple[dict, ...] = ()  # the training stages, oldest first: {"stage": "pretrain" | "finetune", ...}
+    llara_version: str = field(default=__version__)
+
+    @property
+    def pooling(self) -> str:
+        from llara.prompts import get_recipe
+
+        r = get_recipe(self.recipe)
+        return "mean" if r.pooling == "mean" else f"last-{r.pool_tokens}"
+
+    def to_dict(self) -> dict:
+        return {
+            "recipe": self.recipe,
+            "pooling": self.pooling,
+            "query_max_length": self.query_max_length,
+            "passage_max_length": self.passage_max_length,
+            "training": list(self.training),
+            "llara_version": self.llara_version,
+        }
+
+    def trained(self, stage: dict, **changes) -> ModelConfig:
+        """This config after one more training stage (and any changed settings), by this llara."""
+        return replace(self, training=(*self.training, stage), llara_version=__version__, **changes)
+
+    def override(self, recipe: str | None = None, query_max_length: int | None = None,
+                 passage_max_length: int | None = None) -> ModelConfig:  # fmt: skip
+        """Explicit settings (command-line flags) win over the saved ones; None keeps the saved one."""
+        given = {"recipe": recipe, "query_max_length": query_max_length, "passage_max_length": passage_max_length}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path | None = None) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise LlaraError("expected a JSON object", path)
+        nested = data.get("finetune") if isinstance(data.get("finetune"), dict) else {}
+        training = data.get("training")
+        if training is None:  # written before the schema: a pretrain record at the top, a finetune one nested
+            training = []
+            if data.get("stage") == "pretrain":
+                keys = ("base_model", "chunk_tokens", "lm_loss")
+                training.append({"stage": "pretrain", **{k: data[k] for k in keys if k in data}})
+            if nested:
+                training.append({"stage": "finetune", **nested})
+        if not isinstance(training, list) or not all(isinstance(s, dict) for s in training):
+            raise LlaraError("expected a list of objects", path, None, "training")
+        values = {}
+        for key, default in (
+            ("query_max_length", DEFAULT_QUERY_MAX_LENGTH),
+            ("passage_max_length", DEFAULT_PASSAGE_MAX_LENGTH),
+        ):
+            value = data.get(key, nested.get(key, default))
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise LlaraError(f"expected a positive integer, got {value!r}", path, None, key)
+            values[key] = value
+        recipe = data.get("recipe", DEFAULT_RECIPE)
+        if not isinstance(recipe, str):
+            raise LlaraError(f"expected a recipe name, got {recipe!r}", path, None, "recipe")
+        version = data.get("llara_version", "")
+        return cls(recipe=recipe, training=tuple(training), llara_version=str(version), **values)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ModelConfig | None:
+        """The folder's llara.json, or None when it has none (a plain HF model, a GGUF file, a built-in)."""
+        path = Path(str(folder)) / CONFIG_NAME
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LlaraError(f"not valid JSON: {e}", path) from None
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def of(cls, model: str | Path) -> ModelConfig:
+        """The saved config of a model, or the defaults."""
+        return cls.load(model) or cls()
+
+    def save(self, folder: str | Path) -> Path:
+        from llara.data.io import write_json
+
+        path = Path(folder) / CONFIG_NAME
+        write_json(path, self.to_dict())
+        return path
