@@ -548,6 +548,20 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except Exception as e:  # out of memory despite the estimate: say so and what to change, not a traceback
+        if _state["debug"] or not _out_of_memory(e):
+            raise
+        console.print(
+            f"[bold red]error:[/] out of memory ({escape(str(e).splitlines()[0][:200])}); lower --batch-size, "
+            "--group-size or the max lengths, or add --grad-cache / --gradient-checkpointing",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)
 
 
 if __name__ == "__main__":

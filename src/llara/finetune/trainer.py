@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from llara.errors import LlaraError
 from llara.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
 from llara.finetune.loss import embed, grad_cache_step, info_nce
+from llara.memory import ModelShape, available_memory, device_of_rank, plan_finetune
 from llara.model_config import ModelConfig
 from llara.prompts import PromptBuilder, get_recipe
 from llara.training import (
@@ -30,6 +31,7 @@ from llara.training import (
     resume_checkpoint,
     save_from_checkpoint,
     training_arguments,
+    use_bf16,
 )
 
 log = logging.getLogger(__name__)
@@ -137,8 +139,23 @@ def finetune(
         steps = checkpoint_step(checkpoint)
         return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
     hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
-    wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
     dataset = TrainDataset(examples, ft.group_size, seed=opts.seed, path=train_file)
+    # Fit the step to the memory this machine has (the defaults are the 7B GPU recipe's), and say so.
+    ft.grad_cache, ft.chunk_size = plan_finetune(
+        ModelShape.of(hf_model),
+        opts.batch_size,
+        dataset.group_size,
+        ft.query_max_length,
+        ft.passage_max_length,
+        grad_cache=ft.grad_cache,
+        chunk=ft.chunk_size,
+        checkpointing=opts.gradient_checkpointing,
+        full=opts.full,
+        available=available_memory(device_of_rank()),
+        half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
+    )
+    stage.update(grad_cache=ft.grad_cache, chunk_size=ft.chunk_size)  # what actually ran, into llara.json
+    wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
     collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), ft.query_max_length, ft.passage_max_length)
     # Gathered negatives need the same batch size on every rank.
     args = training_arguments(opts, dataloader_drop_last=ft.negatives_cross_device)

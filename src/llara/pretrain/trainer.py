@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from llara.errors import LlaraError
+from llara.memory import ModelShape, available_memory, device_of_rank, plan_pretrain
 from llara.model_config import ModelConfig
 from llara.models import load_model, resolve_model
 from llara.pretrain.collator import PretrainCollator
@@ -22,6 +23,7 @@ from llara.training import (
     save_from_checkpoint,
     special_token_ids,
     training_arguments,
+    use_bf16,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,17 @@ def run_pretrain(
     if finished_checkpoint(opts, resume):  # nothing left to train: no need to load the base model
         return save_from_checkpoint(resume, config, opts.output)
     model, tokenizer = load_model(model_name, trust_remote_code=trust_remote_code)
+    # Fit the step to this machine's memory: micro-batches with accumulation, the same effective batch.
+    opts.batch_size, opts.grad_accum = plan_pretrain(
+        ModelShape.of(model),
+        opts.batch_size,
+        opts.grad_accum,
+        chunk_tokens,
+        checkpointing=opts.gradient_checkpointing,
+        full=opts.full,
+        available=available_memory(device_of_rank()),
+        half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
+    )
     model = prepare_model(model, tokenizer, recipe_, opts)
     prompts = PromptBuilder(tokenizer, recipe_)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe_))
