@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from llara.compat import cpu_runs_bf16
 from llara.errors import LlaraError
 from llara.model_config import (
     DEFAULT_PASSAGE_MAX_LENGTH,
@@ -32,10 +33,7 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        try:  # AVX512-BF16 / AMX: oneDNN runs bf16 natively; elsewhere it is emulated and slow
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
+        return cpu_runs_bf16()
     return False
 
 

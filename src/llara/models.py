@@ -137,10 +137,11 @@ def refuse_remote_code(folder: Path) -> None:
     import json
 
     import transformers
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from llara.compat import known_model_types
 
     for name, key, known in (
-        ("config.json", "model_type", lambda v: v in CONFIG_MAPPING),
+        ("config.json", "model_type", lambda v: v in known_model_types()),
         ("tokenizer_config.json", "tokenizer_class", lambda v: v is None or hasattr(transformers, v)),
     ):
         path = folder / name

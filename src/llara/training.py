@@ -35,6 +35,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from llara import compat
 from llara.data.io import atomic_dir, write_json
 from llara.encoder import bf16_supported
 from llara.errors import LlaraError
@@ -118,7 +119,7 @@ def prepare_model(
     if opts.full:
         model.train()
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     config = LoraConfig(
         r=opts.lora_r,
@@ -129,7 +130,7 @@ def prepare_model(
         task_type="CAUSAL_LM",
     )
     try:
-        peft_model = get_peft_model(model, config)
+        peft_model = compat.get_peft_model(model, config)
     except ValueError as e:  # e.g. a target module the architecture does not have
         raise LlaraError(f"LoRA: {e}") from None
     peft_model.train()
@@ -183,7 +184,6 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
         bf16=use_bf16(opts.precision),
         use_cpu=not torch.cuda.is_available(),
         fp16=opts.precision == "fp16",
-        gradient_checkpointing=False,  # done in prepare_model, where LoRA needs input grads too
         deepspeed=opts.deepspeed,
         save_strategy="steps",
         save_steps=opts.save_every,
@@ -326,7 +326,7 @@ class LlaraTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             opt_model = self.model if model is None else model
-            cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            cls, kwargs = compat.optimizer_cls_and_kwargs(self.args, opt_model)
             groups = param_groups(opt_model, self.args.learning_rate, self.opts.special_lr, self.args.weight_decay)
             kwargs.pop("lr", None)
             self.optimizer = cls(groups, lr=self.args.learning_rate, **kwargs)
@@ -349,7 +349,7 @@ class LlaraTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         self.args.output_dir = str(staging.parent)
         try:
-            super()._save_checkpoint(model, trial)
+            compat.save_checkpoint(self, model, trial)
         finally:
             self.args.output_dir = str(root)
         self.accelerator.wait_for_everyone()
@@ -385,7 +385,7 @@ def merged_model(model: torch.nn.Module) -> PreTrainedModel:
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
-        return model.merge_and_unload()
+        return compat.merge_and_unload(model)
     return model
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from llara import compat
 from llara.errors import LlaraError
 from llara.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
 from llara.finetune.loss import embed, grad_cache_step, info_nce
@@ -91,11 +92,11 @@ class ContrastiveTrainer(LlaraTrainer):
         if not self.ft.grad_cache:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
-        inputs = self._prepare_inputs(inputs)
-        scale = 1.0 / self.current_gradient_accumulation_steps  # as the Trainer scales a plain loss
+        inputs = compat.prepare_inputs(self, inputs)
+        scale = 1.0 / compat.accumulation_steps(self)  # as the Trainer scales a plain loss
 
         def encode(part: dict) -> torch.Tensor:
-            with self.compute_loss_context_manager():
+            with compat.loss_context(self):
                 return embed(model, part, self.recipe)
 
         loss = grad_cache_step(
@@ -122,6 +123,7 @@ def finetune(
     """Fine-tune `model` on query/pos/neg rows and save a merged HF folder at opts.output."""
     from llara.models import load_model
 
+    compat.check_training_stack()
     opts.validate()
     ft.validate()
     examples = read_train_file(train_file)  # all input checks happen before anything is written

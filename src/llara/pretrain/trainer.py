@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from llara import compat
 from llara.errors import LlaraError
 from llara.memory import ModelShape, available_memory, device_of_rank, plan_pretrain
 from llara.model_config import ModelConfig
@@ -55,6 +56,7 @@ def run_pretrain(
     if recipe not in PRETRAIN_RECIPES:
         raise LlaraError(f"pretraining supports the recipes {', '.join(PRETRAIN_RECIPES)}, not {recipe!r}")
     recipe_ = get_recipe(recipe)
+    compat.check_training_stack()
     opts.validate()
     n_docs = count_documents(corpus)  # validates every row before anything is written
     resume = resume_checkpoint(opts)

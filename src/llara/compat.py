@@ -1,0 +1,133 @@
+"""Every call llara makes into a dependency's private or version-sensitive API, in one place.
+
+The floors in pyproject.toml are the versions CI tests (constraints/floors.txt pins them; `.ci/run`
+runs the suite on them whenever the newest releases differ). When a newer or older release moves one
+of these internals, the failure names the package and the version found, instead of a deep traceback.
+Warnings that dependencies raise about each other (not about our calls) are silenced here, each one
+named, so a normal run prints none.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from llara.errors import LlaraError
+
+
+@cache
+def floors() -> dict[str, str]:
+    """{distribution: minimum version} of llara's own requirements (pyproject.toml, one home)."""
+    out = {}
+    for req in metadata.requires("llara") or []:
+        m = re.match(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][^,;\s]*)", req)
+        if m and "extra ==" not in req:
+            out[m.group(1).lower()] = m.group(2)
+    return out
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:3])
+
+
+def require(package: str) -> str:
+    """The installed version of `package`; LlaraError if it is older than llara's floor."""
+    try:
+        found = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        raise LlaraError(f"{package} is not installed: pip install '{package}>={floors().get(package, '0')}'") from None
+    floor = floors().get(package.lower())
+    if floor and _version_tuple(found) < _version_tuple(floor):
+        raise LlaraError(f"llara needs {package} >= {floor}, found {found}: pip install -U '{package}>={floor}'")
+    return found
+
+
+def check_training_stack() -> None:
+    """Training relies on Trainer/PEFT internals (below): refuse versions older than the tested ones."""
+    for package in ("torch", "transformers", "peft", "accelerate"):
+        require(package)
+
+
+def _internal(owner: Any, name: str, package: str) -> Any:
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        raise LlaraError(
+            f"{package} {metadata.version(package)} has no {type(owner).__name__}.{name}, which llara uses; "
+            f"install the tested version: pip install '{package}=={floors().get(package, '')}'"
+        ) from None
+
+
+@contextmanager
+def quiet(*messages: str):
+    """Silence the named warnings (regex on the message) for the block."""
+    with warnings.catch_warnings():
+        for message in messages:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+# ------------------------------------------------------------------------------------------ torch
+def cpu_runs_bf16() -> bool:
+    """AVX512-BF16 / AMX: oneDNN runs bf16 natively; elsewhere it is emulated and slow."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# ----------------------------------------------------------------------------------- transformers
+def known_model_types() -> Any:
+    """The model types transformers has built in (config.json "model_type")."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    return CONFIG_MAPPING
+
+
+def save_checkpoint(trainer: Any, model: Any, trial: Any) -> None:
+    """Trainer._save_checkpoint (private). PEFT warns that it saves the resized embedding layer: that
+    is what llara wants (the special tokens' rows), so the warning is not shown."""
+    from transformers import Trainer
+
+    with quiet(r"Setting `save_embedding_layers` to `True`"):
+        _internal(Trainer, "_save_checkpoint", "transformers")(trainer, model, trial)
+
+
+def prepare_inputs(trainer: Any, inputs: dict) -> dict:
+    return _internal(trainer, "_prepare_inputs", "transformers")(inputs)
+
+
+def accumulation_steps(trainer: Any) -> int:
+    """Micro-batches in the current optimizer step (the Trainer's last step of an epoch may have fewer)."""
+    return getattr(trainer, "current_gradient_accumulation_steps", trainer.args.gradient_accumulation_steps)
+
+
+def loss_context(trainer: Any) -> Any:
+    return _internal(trainer, "compute_loss_context_manager", "transformers")()
+
+
+def optimizer_cls_and_kwargs(args: Any, model: Any) -> tuple[type, dict]:
+    from transformers import Trainer
+
+    return _internal(Trainer, "get_optimizer_cls_and_kwargs", "transformers")(args, model)
+
+
+# -------------------------------------------------------------------------------------------- peft
+def get_peft_model(model: Any, config: Any) -> Any:
+    """peft.get_peft_model; PEFT reads transformers' deprecated `is_gradient_checkpointing`."""
+    from peft import get_peft_model as _get
+
+    with quiet(r"`is_gradient_checkpointing` is deprecated"):
+        return _get(model, config)
+
+
+def merge_and_unload(model: Any) -> Callable | Any:
+    with quiet(r"`is_gradient_checkpointing` is deprecated"):
+        return model.merge_and_unload()

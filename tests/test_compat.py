@@ -1,0 +1,42 @@
+"""Declared floors are the tested versions, and a too-old dependency is named, not a traceback."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from llara import compat
+from llara.errors import LlaraError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_floors_are_the_pinned_floors():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {}
+    for req in [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]:
+        name, version = re.match(r"([A-Za-z0-9_\-]+)>=([0-9.]+)$", req).groups()
+        declared[name.lower()] = version
+    pinned = {}
+    for line in (ROOT / "constraints" / "floors.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[name.strip().lower()] = version.strip()
+    assert declared == pinned
+
+
+def test_too_old_a_dependency_is_named(monkeypatch):
+    monkeypatch.setattr(compat, "floors", lambda: {"transformers": "999.0"})
+    with pytest.raises(LlaraError, match=r"llara needs transformers >= 999\.0, found \d"):
+        compat.check_training_stack()
+
+
+def test_a_missing_internal_names_the_package():
+    class Trainerish:
+        pass
+
+    with pytest.raises(LlaraError, match=r"transformers .* has no Trainerish\._prepare_inputs"):
+        compat.prepare_inputs(Trainerish(), {})
