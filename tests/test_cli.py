@@ -67,8 +67,12 @@ def test_evaluate_dense_tiny_model(tiny_model_dir, cisi_subset, tmp_path):
         (lambda d: (d / "corpus.jsonl").write_text(""), "corpus is empty"),
         (lambda d: (d / "queries.jsonl").unlink(), "queries file not found"),
         (
-            lambda d: (d / "qrels" / "test.tsv").write_text("q1\tzzz\t1\n"),
-            "test.tsv:1: field 'corpus-id': unknown document",
+            lambda d: (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n"),
+            "test.tsv:2: expected 3 tab-separated columns",
+        ),
+        (
+            lambda d: (d / "queries.jsonl").write_text('{"_id": "q 1", "text": "q"}\n'),
+            "queries.jsonl:1: field '_id': id 'q 1' contains whitespace",
         ),
     ],
 )

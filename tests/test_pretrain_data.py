@@ -94,16 +94,22 @@ def test_stream_cycles_epochs(tmp_path, tokenizer):
     assert len(list(itertools.islice(iter(data), 7))) == 7  # a 2-chunk corpus still feeds 7 steps
 
 
+def test_empty_documents_are_left_out_and_counted(tmp_path):
+    from llara.data.io import skip_bad_rows
+
+    corpus = jsonl(tmp_path / "c.jsonl", [{"text": "ok."}, {"title": " ", "text": ""}, {"_id": 3, "text": None}])
+    with skip_bad_rows() as tally:
+        assert count_documents(corpus) == 1
+        assert [d.text for d in iter_documents(corpus)] == ["ok."]  # a second pass counts nothing twice
+    assert tally.count == 0 and tally.warnings() == [f"2 empty documents left out (first: {corpus}:2)"]
+
+
 @pytest.mark.parametrize(
     "name, content, where",
     [
         ("empty.txt", "\n\n  \n", "empty.txt: empty corpus"),
         ("empty.jsonl", "\n", "empty.jsonl: empty corpus"),
-        (
-            "notext.jsonl",
-            '{"text": "ok"}\n{"title": " ", "text": ""}\n',
-            "notext.jsonl:2: field 'text': document has no",
-        ),
+        ("allempty.jsonl", '{"title": " ", "text": ""}\n{"text": null}\n', "allempty.jsonl: empty corpus"),
         ("notextfield.jsonl", '{"text": "ok"}\n{"title": "x"}\n', "notextfield.jsonl:2: field 'text'"),
         (
             "ref.jsonl",
