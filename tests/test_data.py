@@ -18,9 +18,13 @@ def test_valid_folder_loads(tmp_path):
     assert data.qrels == {"q1": {"d1": 1}, "q2": {"d2": 1}}
 
 
-def test_real_cisi_loads(cisi_dir):
-    data = load_beir(cisi_dir)
-    assert data.stats == {"documents": 1460, "queries": 76, "judgements": 3114}
+def test_real_arxiv_loads(arxiv_dir, arxiv_tagged_dir):
+    data = load_beir(arxiv_dir)
+    assert data.stats == {"documents": 314, "queries": 314, "judgements": 314}
+    assert [len(load_beir(arxiv_dir, split).queries) for split in ("train", "dev")] == [104, 210]
+    tagged = load_beir(arxiv_tagged_dir)
+    assert tagged.stats == {"documents": 314, "queries": 22, "judgements": 185}
+    assert all(doc["title"] and doc["text"] for doc in tagged.corpus.values())
 
 
 def test_numeric_ids_are_accepted_as_strings(tmp_path):
