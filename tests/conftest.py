@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny random LLaMA-family models built in code, real data from ../shared/data."""
+"""Shared fixtures: tiny random LLaMA-family models built in code, and real data from the `cherche` pip
+package (314 arXiv papers), which the README's test command installs: nothing outside the repository."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -9,20 +11,39 @@ import pytest
 
 from llara.testing import WORDS, make_tiny_model, make_tokenizer  # noqa: F401 (tests import them from here)
 
-ROOT = Path(__file__).resolve().parents[1]
-CISI = ROOT.parent / "shared" / "data" / "cisi"
+# Topical Semanlink tags of the arXiv papers (people, labs, venues and "Good" left out), most-used first.
+# Each is a query (its label); the papers its curator tagged with it are the relevant documents: several
+# per query, as in a classic test collection.
+ARXIV_TAGS = (
+    "named_entity_recognition",
+    "knowledge_graph_embeddings",
+    "word_embedding",
+    "knowledge_distillation",
+    "nlp_text_classification",
+    "question_answering",
+    "entity_linking",
+    "sentence_embeddings",
+    "graph_neural_networks",
+    "transfer_learning",
+    "bert",
+    "attention_is_all_you_need",
+    "language_model",
+    "knowledge_graph_completion",
+    "graph_embeddings",
+    "pre_trained_language_models",
+    "entity_embeddings",
+    "deep_learning_attention",
+    "low_resource_languages",
+    "cross_lingual_nlp",
+    "open_domain_question_answering",
+    "neural_models_for_information_retrieval",
+)
+TAG_URI = "http://www.semanlink.net/tag/"
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="session")
-def cisi_dir() -> Path:
-    if not (CISI / "corpus.jsonl").is_file():
-        pytest.fail(f"real test data missing: {CISI} (the project's ../shared/data)")
-    return CISI
 
 
 def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: list[tuple[str, str, int]]) -> Path:
@@ -37,17 +58,54 @@ def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: lis
     return folder
 
 
+@functools.cache
+def arxiv_data() -> tuple[list[dict], dict[str, str]]:
+    """The papers (llara.datasets.arxiv_papers) and each tag's label, read once per session."""
+    from llara.datasets import _cherche_file, arxiv_papers
+    from llara.errors import LlaraError
+
+    try:
+        papers = arxiv_papers()
+        tags = json.loads(_cherche_file("tags.json").read_text(encoding="utf-8"))
+    except LlaraError as e:  # the README's test command installs it: say so instead of erroring each test
+        pytest.fail(f"real test data missing: {e}")
+    return papers, {uri: row["prefLabel"][0] for uri, row in tags.items() if row.get("prefLabel")}
+
+
+def write_arxiv_tagged(folder: Path, n_queries: int = len(ARXIV_TAGS), n_others: int | None = None) -> Path:
+    """A BEIR folder of real text and real judgements: documents = arXiv papers (title + abstract),
+    queries = the labels of the first `n_queries` ARXIV_TAGS, relevant = the papers tagged with each.
+    n_others=None keeps every paper in the package's order; a number keeps the judged papers and that
+    many others."""
+    papers, labels = arxiv_data()
+    tags = ARXIV_TAGS[:n_queries]
+    qrels = [(tag, p["id"], 1) for tag in tags for p in papers if TAG_URI + tag in p["tags"]]
+    judged = {d for _, d, _ in qrels}
+    if n_others is not None:
+        papers = [p for p in papers if p["id"] in judged] + [p for p in papers if p["id"] not in judged][:n_others]
+    corpus = [{"_id": p["id"], "title": p["title"], "text": p["abstract"]} for p in papers]
+    return write_beir(folder, corpus, [{"_id": t, "text": labels[TAG_URI + t]} for t in tags], qrels)
+
+
+@pytest.fixture(scope="session")
+def arxiv_dir(tmp_path_factory) -> Path:
+    """The demo's collection (llara.datasets.write_arxiv_beir): 314 titles, each judging its abstract."""
+    from llara.datasets import write_arxiv_beir
+
+    arxiv_data()  # a clear failure if cherche is missing
+    return write_arxiv_beir(tmp_path_factory.mktemp("arxiv") / "arxiv")
+
+
+@pytest.fixture(scope="session")
+def arxiv_tagged_dir(tmp_path_factory) -> Path:
+    """All 314 papers with titles, 22 topical tag queries with several relevant papers each."""
+    return write_arxiv_tagged(tmp_path_factory.mktemp("arxiv-tagged"))
+
+
 @pytest.fixture
-def cisi_subset(tmp_path, cisi_dir) -> Path:
-    """The first 40 CISI queries' judged documents plus 200 others: real text, small enough to encode."""
-    corpus = [json.loads(line) for line in (cisi_dir / "corpus.jsonl").open()]
-    queries = [json.loads(line) for line in (cisi_dir / "queries.jsonl").open()][:10]
-    qids = {q["_id"] for q in queries}
-    rows = [line.rstrip("\n").split("\t") for line in (cisi_dir / "qrels" / "test.tsv").open()][1:]
-    rows = [(q, d, int(s)) for q, d, s in rows if q in qids]
-    judged = {d for _, d, _ in rows}
-    keep = [c for c in corpus if c["_id"] in judged] + [c for c in corpus if c["_id"] not in judged][:100]
-    return write_beir(tmp_path / "cisi-small", keep, queries, rows)
+def arxiv_subset(tmp_path) -> Path:
+    """10 tag queries, their judged papers plus 100 others: real text, small enough to encode."""
+    return write_arxiv_tagged(tmp_path / "arxiv-small", n_queries=10, n_others=100)
 
 
 @pytest.fixture(scope="session", autouse=True)

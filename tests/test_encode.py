@@ -14,9 +14,9 @@ CHUNK = 16
 
 
 @pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory, cisi_dir):
-    """The first 70 real CISI documents (70 is not a multiple of the chunk size, on purpose)."""
-    lines = (cisi_dir / "corpus.jsonl").read_text().splitlines()[:N_DOCS]
+def corpus_file(tmp_path_factory, arxiv_tagged_dir):
+    """The first 70 real arXiv papers, title + abstract (70 is not a multiple of the chunk size, on purpose)."""
+    lines = (arxiv_tagged_dir / "corpus.jsonl").read_text().splitlines()[:N_DOCS]
     path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -1,4 +1,4 @@
-"""The CLI round trip on real CISI text: encode (two shards) -> index -> search -> a scored TREC run."""
+"""The CLI round trip on real arXiv text: encode (two shards) -> index -> search -> a scored TREC run."""
 
 import json
 
@@ -10,11 +10,11 @@ from llara.retrieval.runs import read_trec_run
 from tests.conftest import make_tiny_model, run_cli
 
 
-def test_encode_index_search_round_trip_matches_evaluate(tiny_model_dir, cisi_subset, tmp_path):
-    emb, data = tmp_path / "emb", load_beir(cisi_subset)
+def test_encode_index_search_round_trip_matches_evaluate(tiny_model_dir, arxiv_subset, tmp_path):
+    emb, data = tmp_path / "emb", load_beir(arxiv_subset)
     common = ("--model", tiny_model_dir, "--precision", "fp32")
     for shard in ("1/2", "0/2"):
-        res = run_cli("encode", *common, "--corpus", cisi_subset / "corpus.jsonl", "--output", emb, "--shard", shard)
+        res = run_cli("encode", *common, "--corpus", arxiv_subset / "corpus.jsonl", "--output", emb, "--shard", shard)
         assert res.returncode == 0, res.stderr
     manifests = sorted(emb.glob("manifest-*.json"))
     assert len(manifests) == 2 and all(json.loads(m.read_text())["complete"] for m in manifests)
@@ -24,14 +24,14 @@ def test_encode_index_search_round_trip_matches_evaluate(tiny_model_dir, cisi_su
         res = run_cli("index", "--embeddings", emb, "--output", tmp_path / kind, "--type", kind)
         assert res.returncode == 0, res.stderr
         run_file = tmp_path / f"{kind}.trec"
-        args = ("--index", tmp_path / kind, "--queries", cisi_subset / "queries.jsonl", "--output", run_file)
+        args = ("--index", tmp_path / kind, "--queries", arxiv_subset / "queries.jsonl", "--output", run_file)
         res = run_cli("search", *common, *args, "--top-k", "100")
         assert res.returncode == 0, res.stderr
         run = read_trec_run(run_file)
         assert set(run) == set(data.queries) and all(len(r) == 100 for r in run.values())
         metrics[kind] = score_run(run, data.qrels)
 
-    ev = ("--data", cisi_subset, "--output", tmp_path / "ev", "--top-k", "100", "--max-tokens-per-batch", "2048")
+    ev = ("--data", arxiv_subset, "--output", tmp_path / "ev", "--top-k", "100", "--max-tokens-per-batch", "2048")
     res = run_cli("evaluate", *common, *ev)
     assert res.returncode == 0, res.stderr
     reference = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -40,14 +40,14 @@ def test_encode_index_search_round_trip_matches_evaluate(tiny_model_dir, cisi_su
     assert metrics["hnsw"]["nDCG@10"] == pytest.approx(metrics["flat"]["nDCG@10"], abs=0.02)
 
 
-def test_search_with_another_model_exits_2_and_writes_nothing(tiny_model_dir, cisi_subset, tmp_path):
+def test_search_with_another_model_exits_2_and_writes_nothing(tiny_model_dir, arxiv_subset, tmp_path):
     emb = tmp_path / "emb"
-    corpus = cisi_subset / "corpus.jsonl"
+    corpus = arxiv_subset / "corpus.jsonl"
     assert run_cli("encode", "--model", tiny_model_dir, "--corpus", corpus, "--output", emb).returncode == 0
     assert run_cli("index", "--embeddings", emb, "--output", tmp_path / "idx").returncode == 0
     other = make_tiny_model(tmp_path / "other", seed=1)
     out = tmp_path / "run.trec"
-    res = run_cli("search", "--model", other, "--index", tmp_path / "idx", "--queries", cisi_subset / "queries.jsonl",
+    res = run_cli("search", "--model", other, "--index", tmp_path / "idx", "--queries", arxiv_subset / "queries.jsonl",
                   "--output", out)  # fmt: skip
     last = res.stderr.strip().splitlines()[-1]  # (HF prints weight-loading progress before it)
     assert res.returncode == 2 and last.startswith("error:") and "model" in last and "Traceback" not in res.stderr
@@ -56,7 +56,7 @@ def test_search_with_another_model_exits_2_and_writes_nothing(tiny_model_dir, ci
     assert res.returncode == 2 and "--resume" in res.stderr
 
 
-def test_torchrun_two_processes_encode_one_shard_each(tiny_model_dir, cisi_subset, tmp_path):
+def test_torchrun_two_processes_encode_one_shard_each(tiny_model_dir, arxiv_subset, tmp_path):
     """`torchrun --nproc_per_node 2 -m llara encode`: each rank takes its shard from RANK/WORLD_SIZE,
     and the merged index holds exactly the single-process embeddings."""
     import subprocess
@@ -66,7 +66,7 @@ def test_torchrun_two_processes_encode_one_shard_each(tiny_model_dir, cisi_subse
 
     from llara.retrieval.index import DenseIndex
 
-    corpus = cisi_subset / "corpus.jsonl"
+    corpus = arxiv_subset / "corpus.jsonl"
     common = ["--model", str(tiny_model_dir), "--precision", "fp32", "--corpus", str(corpus)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
            "-m", "llara", "encode", *common, "--output", str(tmp_path / "ddp")]  # fmt: skip

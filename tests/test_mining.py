@@ -38,12 +38,12 @@ def test_parse_range():
             parse_range(bad)
 
 
-def test_pairs_on_real_cisi(cisi_dir, tmp_path):
+def test_pairs_on_real_arxiv(arxiv_tagged_dir, tmp_path):
     out = tmp_path / "pairs.jsonl"
-    summary = pairs(cisi_dir / "corpus.jsonl", out, negatives=5)
+    summary = pairs(arxiv_tagged_dir / "corpus.jsonl", out, negatives=5)
     got = rows(out)
-    corpus = {json.loads(line)["_id"]: json.loads(line) for line in (cisi_dir / "corpus.jsonl").open()}
-    assert summary.rows == len(got) == len(corpus)  # every CISI document has a title
+    corpus = {json.loads(line)["_id"]: json.loads(line) for line in (arxiv_tagged_dir / "corpus.jsonl").open()}
+    assert summary.rows == len(got) == len(corpus)  # every arXiv paper has a title
     texts = {d: strip_title(c["title"], c["text"]) for d, c in corpus.items()}
     for row in got:
         doc = corpus[row["doc_id"]]
@@ -78,19 +78,19 @@ def test_pairs_skips_untitled_and_excludes_same_title(tmp_path):
     assert "c" in got["a"]["neg_ids"]  # untitled documents still serve as negatives
 
 
-def test_mine_bm25_excludes_positives_and_respects_range(cisi_subset, tmp_path):
+def test_mine_bm25_excludes_positives_and_respects_range(arxiv_subset, tmp_path):
     out = tmp_path / "mined.jsonl"
-    summary = mine("bm25", cisi_subset, out, split="test", rank_range="2-30", negatives=6)
+    summary = mine("bm25", arxiv_subset, out, split="test", rank_range="2-30", negatives=6)
     got = rows(out)
     qrels = {}
-    for line in (cisi_subset / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+    for line in (arxiv_subset / "qrels" / "test.tsv").read_text().splitlines()[1:]:
         q, d, s = line.split("\t")
         qrels.setdefault(q, {})[d] = int(s)
     assert summary.rows == len(got) == len(qrels)
     from llara.data.beir import load_beir
     from llara.evaluation import evaluate_bm25
 
-    run = evaluate_bm25(load_beir(cisi_subset)).run
+    run = evaluate_bm25(load_beir(arxiv_subset)).run
     for row in got:
         ranked = sorted(run[row["query_id"]], key=lambda d: -run[row["query_id"]][d])
         assert set(row["pos_ids"]) == {d for d, s in qrels[row["query_id"]].items() if s > 0}
@@ -99,9 +99,9 @@ def test_mine_bm25_excludes_positives_and_respects_range(cisi_subset, tmp_path):
         assert len(row["neg"]) == len(row["neg_ids"]) <= 6 and len(row["pos"]) == len(row["pos_ids"])
 
 
-def test_mine_cli_refuses_a_missing_split(cisi_subset, tmp_path):
+def test_mine_cli_refuses_a_missing_split(arxiv_subset, tmp_path):
     out = tmp_path / "mined.jsonl"
-    result = run_cli("mine", "--model", "bm25", "--data", cisi_subset, "--output", out, "--split", "train")
+    result = run_cli("mine", "--model", "bm25", "--data", arxiv_subset, "--output", out, "--split", "train")
     assert result.returncode == 2 and "train.tsv" in result.stderr and not out.exists()
 
 
@@ -120,9 +120,9 @@ def test_arxiv_split_is_disjoint_and_keeps_test(tmp_path):
     assert set(again.queries) == set(train.queries)
 
 
-def test_mine_with_a_dense_model(tiny_model_dir, cisi_subset, tmp_path):
+def test_mine_with_a_dense_model(tiny_model_dir, arxiv_subset, tmp_path):
     out = tmp_path / "dense.jsonl"
-    result = run_cli("mine", "--model", tiny_model_dir, "--data", cisi_subset, "--split", "test", "--output", out)
+    result = run_cli("mine", "--model", tiny_model_dir, "--data", arxiv_subset, "--split", "test", "--output", out)
     assert result.returncode == 0, result.stderr[-2000:]
     got = rows(out)
     assert len(got) == 10 and all(len(r["neg"]) == 15 and not set(r["neg_ids"]) & set(r["pos_ids"]) for r in got)

@@ -58,10 +58,13 @@ def test_txt_corpus_chunks_and_next_targets(tmp_path, tokenizer):
             assert r["next_ids"] == rows[i + 1]["text_ids"]
 
 
-def test_jsonl_title_text_and_beir(tmp_path, tokenizer, cisi_dir):
+def test_jsonl_title_text_and_beir(tmp_path, tokenizer, arxiv_tagged_dir):
     corpus = jsonl(tmp_path / "c.jsonl", [{"title": "Dewey", "text": "A history."}, {"text": "Plain text."}])
     assert [d.text for d in iter_documents(corpus)] == ["Dewey A history.", "Plain text."]
-    assert count_documents(cisi_dir / "corpus.jsonl") == 1460
+    beir = arxiv_tagged_dir / "corpus.jsonl"
+    assert count_documents(beir) == 314
+    first = json.loads(beir.read_text().splitlines()[0])
+    assert next(iter_documents(beir)).text == f"{first['title']} {first['text']}"
 
 
 def test_reference_format_rows(tmp_path, tokenizer):
@@ -75,16 +78,16 @@ def test_reference_format_rows(tmp_path, tokenizer):
     assert out[1]["next_ids"] is None and out[1]["own_ids"] == out[1]["text_ids"]
 
 
-def test_order_is_deterministic_given_seed(tokenizer, cisi_dir):
+def test_order_is_deterministic_given_seed(tokenizer, arxiv_dir):
     def first(seed, n=30):
-        data = PretrainDataset(cisi_dir / "corpus.jsonl", tokenizer, 40, seed=seed, shuffle_buffer=64)
+        data = PretrainDataset(arxiv_dir / "corpus.jsonl", tokenizer, 40, seed=seed, shuffle_buffer=64)
         return [tuple(r["text_ids"]) for r in itertools.islice(iter(data), n)]
 
     assert first(1) == first(1)
     assert first(1) != first(2)
     file_order = [
         tuple(r["text_ids"])
-        for r in itertools.islice(PretrainDataset(cisi_dir / "corpus.jsonl", tokenizer, 40).chunks(), 30)
+        for r in itertools.islice(PretrainDataset(arxiv_dir / "corpus.jsonl", tokenizer, 40).chunks(), 30)
     ]
     assert first(1) != file_order  # really shuffled
 
@@ -94,16 +97,22 @@ def test_stream_cycles_epochs(tmp_path, tokenizer):
     assert len(list(itertools.islice(iter(data), 7))) == 7  # a 2-chunk corpus still feeds 7 steps
 
 
+def test_empty_documents_are_left_out_and_counted(tmp_path):
+    from llara.data.io import skip_bad_rows
+
+    corpus = jsonl(tmp_path / "c.jsonl", [{"text": "ok."}, {"title": " ", "text": ""}, {"_id": 3, "text": None}])
+    with skip_bad_rows() as tally:
+        assert count_documents(corpus) == 1
+        assert [d.text for d in iter_documents(corpus)] == ["ok."]  # a second pass counts nothing twice
+    assert tally.count == 0 and tally.warnings() == [f"2 empty documents left out (first: {corpus}:2)"]
+
+
 @pytest.mark.parametrize(
     "name, content, where",
     [
         ("empty.txt", "\n\n  \n", "empty.txt: empty corpus"),
         ("empty.jsonl", "\n", "empty.jsonl: empty corpus"),
-        (
-            "notext.jsonl",
-            '{"text": "ok"}\n{"title": " ", "text": ""}\n',
-            "notext.jsonl:2: field 'text': document has no",
-        ),
+        ("allempty.jsonl", '{"title": " ", "text": ""}\n{"text": null}\n', "allempty.jsonl: empty corpus"),
         ("notextfield.jsonl", '{"text": "ok"}\n{"title": "x"}\n', "notextfield.jsonl:2: field 'text'"),
         (
             "ref.jsonl",

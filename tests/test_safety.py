@@ -102,13 +102,13 @@ def test_builtin_architecture_ignores_auto_map(tiny_model_dir, tmp_path):
     assert type(model).__name__ == "LlamaForCausalLM" and not sentinel.exists()
 
 
-def test_cli_refuses_custom_code(tiny_model_dir, tmp_path, cisi_subset):
+def test_cli_refuses_custom_code(tiny_model_dir, tmp_path, arxiv_subset):
     from tests.conftest import run_cli
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
     sentinel = tmp_path / "PWNED"
     plant_remote_code(folder, sentinel, "evilnet")
-    res = run_cli("evaluate", "--model", folder, "--data", cisi_subset, "--output", tmp_path / "out")
+    res = run_cli("evaluate", "--model", folder, "--data", arxiv_subset, "--output", tmp_path / "out")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "--trust-remote-code" in res.stderr
     assert not sentinel.exists() and not (tmp_path / "out").exists()
 

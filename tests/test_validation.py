@@ -70,17 +70,27 @@ def test_file_level_errors_are_never_skipped(tmp_path):
         read_corpus(tmp_path / "missing.jsonl")
 
 
-def test_skipped_ids_take_their_judgements_with_them(tmp_path):
-    corpus = CORPUS + [{"_id": "d2", "text": "duplicate"}, {"_id": "d3", "text": ""}]
+def test_skipped_rows_leave_every_judgement_in_place(tmp_path):
+    corpus = CORPUS + [{"_id": "d2", "text": "duplicate"}, {"_id": "d3", "text": ""}, {"_id": "d4", "text": "\ud800"}]
     queries = QUERIES + [{"_id": "q3", "text": "   "}]
-    qrels = QRELS + [("q1", "d3", 1), ("q3", "d1", 1), ("q9", "d1", 1), ("q2", "d2", 1)]
+    qrels = QRELS + [("q1", "d3", 1), ("q3", "d1", 1), ("q9", "d1", 1), ("q2", "d2", 1), ("q1", "d4", 1)]
     folder = write_beir(tmp_path / "b", corpus, queries, qrels)
     with skip_bad_rows() as tally:
         data = load_beir(folder)
-    # corpus: duplicate d2, empty d3; queries: empty q3; qrels: d3, q3, q9 unknown; the repeated q2/d2 agrees
-    assert tally.count == 6
-    assert data.qrels == {"q1": {"d1": 1}, "q2": {"d2": 1}}
-    assert data.corpus["d2"]["text"] == "two"  # a duplicate keeps the first occurrence
+    # bad rows: the repeated d2 and d4's lone surrogate; the empty d3 and q3 are legal and kept
+    assert tally.count == 2
+    assert data.corpus["d2"]["text"] == "two" and data.corpus["d3"] == {"title": "", "text": ""}  # first d2 wins
+    assert data.queries["q3"] == "   "
+    # d4's judgement stays (relevant, never retrieved, as trec_eval would score it); q9 has no text to search
+    assert data.qrels == {"q1": {"d1": 1, "d3": 1, "d4": 1}, "q2": {"d2": 1}, "q3": {"d1": 1}}
+    qrels_path = folder / "qrels" / "test.tsv"
+    assert tally.warnings() == [
+        f"1 empty document kept (first: {folder / 'corpus.jsonl'}:4)",
+        f"1 empty query kept (first: {folder / 'queries.jsonl'}:3)",
+        f"1 judgement of a query not in the queries file left out (first: {qrels_path}:6)",
+        f"1 judgement of a document not in the corpus kept: it counts as relevant and is never retrieved, as in "
+        f"trec_eval (first: {qrels_path}:8)",
+    ]
 
 
 def test_ids_with_whitespace_are_refused(tmp_path):
@@ -115,7 +125,8 @@ def test_queries_duplicate_names_first_line(tmp_path):
         ("q1\t\t1\n", r"test.tsv:1: field 'corpus-id': empty"),
         ("q1\td1\tnan\n", r"test.tsv:1: field 'score': not a finite number"),
         ("q1\td1\t0.5\n", r"test.tsv:1: field 'score': relevance must be an integer"),
-        ("q1 d1 1\n", r"test.tsv:1: expected 3 tab-separated columns"),
+        ("q1 d1\n", r"test.tsv:1: expected 3 tab-separated columns \(query-id, corpus-id, score\) or TREC's 4, got 2"),
+        ("q1\td1\tx\n", r"test.tsv: no judgements \(line 1, read as a header, is the only row"),
         ("query-id\tcorpus-id\tscore\n", r"test.tsv: no judgements"),
     ],
 )
@@ -232,9 +243,17 @@ def test_cli_skip_bad_rows_reports_and_records(tmp_path):
 
     res = run_cli("--skip-bad-rows", "evaluate", "--method", "bm25", "--data", data, "--output", tmp_path / "out")
     assert res.returncode == 0, res.stderr
-    assert f"skipped 3 bad rows (first: {data / 'corpus.jsonl'}:4: field '_id': duplicate _id '[/b]'" in res.stderr
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    unknown = "1 judgement of a document not in the corpus kept: it counts as relevant and is never retrieved, as in "
+    unknown += f"trec_eval (first: {data / 'qrels' / 'test.tsv'}:4)"
+    assert warnings == [
+        f"warning: {unknown}",
+        f"warning: skipped 2 bad rows (first: {data / 'corpus.jsonl'}:4: field '_id': duplicate _id '[/b]' (first "
+        "on line 3))",
+    ]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["info"]["skipped_rows"] == 3 and metrics["info"]["judgements"] == 2
+    assert metrics["info"]["skipped_rows"] == 2 and metrics["info"]["judgements"] == 3
+    assert metrics["info"]["warnings"] == [unknown]
 
 
 def test_nan_embeddings_stop_before_the_index(tmp_path):
@@ -296,7 +315,8 @@ def test_pretraining_corpus_bad_rows_stop_or_are_skipped(tmp_path):
         list(iter_documents(text))
     with skip_bad_rows() as tally:
         assert [(d.line, d.text) for d in iter_documents(text)] == [(1, "one."), (5, "five.")]
-    assert tally.count == 3
+    assert tally.count == 2  # the empty row 3 is no error: left out and counted
+    assert tally.warnings() == [f"1 empty document left out (first: {text}:3)"]
 
     ref = tmp_path / "ref.jsonl"
     ref.write_text(

@@ -7,7 +7,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from llara.errors import LlaraError
+
+if TYPE_CHECKING:
+    from llara.data.io import BadRows
 
 app = typer.Typer(
     add_completion=False,
@@ -56,10 +59,7 @@ def _main(
 
     _state["debug"] = debug
     policy = set_bad_rows(BadRows(skip=skip_bad_rows))
-    # Runs when the command ends, error or not: "skipped N bad rows (first: file:line: reason)".
-    ctx.call_on_close(
-        lambda: policy.count and console.print(f"[yellow]warning:[/] {escape(policy.summary())}", soft_wrap=True)
-    )
+    ctx.call_on_close(lambda: _print_warnings(policy))
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -71,6 +71,14 @@ def _main(
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+
+
+def _print_warnings(policy: BadRows) -> None:
+    """When the command ends, error or not: one line per kind of odd row kept or left out
+    ("2 empty documents kept (first: corpus.jsonl:17)"), then "skipped N bad rows (first: ...)"."""
+    for line in [*policy.warnings(), policy.summary()]:
+        if line:  # escape: ids and paths may look like rich markup ("[/b]")
+            console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True, highlight=False)
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]], columns: list[str]) -> Table:
@@ -139,6 +147,7 @@ def evaluate(
                 "--query-max-length/--passage-max-length"
             )
     info["skipped_rows"] = bad_rows().count
+    info["warnings"] = bad_rows().warnings()
     write_trec_run(output / "run.trec", result.run, tag=f"llara-{method.value}")
     write_json(output / "metrics.json", {**result.metrics, "info": {**info, **result.timings}})
     Console().print(metrics_table(f"{data.name} ({split})", {name: result.metrics}, list(result.metrics)))
@@ -352,7 +361,11 @@ def mine(
 
     kwargs = {} if model == "bm25" else {"recipe": recipe, "precision": precision}
     s = run_mine(model, data, output, split, range_, negatives, seed, batch_size=batch_size, **kwargs)
-    console.print(f"wrote {output}: {s.rows} rows, {s.negatives} negatives ({s.short} rows short of {negatives})")
+    skipped = ", ".join(f"{n} {why}" for why, n in s.skipped.items()) or "none"
+    console.print(
+        f"wrote {output}: {s.rows} rows, {s.negatives} negatives ({s.short} rows short of {negatives}); "
+        f"skipped queries: {skipped}"
+    )
 
 
 class PairQuery(StrEnum):

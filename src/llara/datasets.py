@@ -32,8 +32,9 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def arxiv_papers() -> list[dict[str, str]]:
-    """[{"id", "title", "abstract"}] for every paper with both fields, in the package's order."""
+def arxiv_papers() -> list[dict]:
+    """[{"id", "title", "abstract", "tags"}] for every paper with a title and an abstract, in the
+    package's order; `tags` are the Semanlink tag URIs its curator gave it."""
     rows = json.loads(_cherche_file("arxiv.json").read_text(encoding="utf-8"))
     papers, seen = [], set()
     for row in rows:
@@ -44,7 +45,7 @@ def arxiv_papers() -> list[dict[str, str]]:
         )
         if pid and title and abstract and pid not in seen:
             seen.add(pid)
-            papers.append({"id": pid, "title": title, "abstract": abstract})
+            papers.append({"id": pid, "title": title, "abstract": abstract, "tags": list(row.get("tag") or [])})
     return papers
 
 

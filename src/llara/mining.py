@@ -74,16 +74,20 @@ def mine(
     from llara.data.beir import load_beir
 
     lo, hi = parse_range(rank_range)
-    data = load_beir(data_dir, split)  # validates before anything is written
+    # validates before anything is written; empty documents and queries are left out (and counted):
+    # a training row needs text, so they are neither queries, positives nor negatives
+    data = load_beir(data_dir, split, training=True)
     run, metrics = retrieve(model, data, k=hi, **encoder_kwargs)
     rng = random.Random(seed)
     summary = MineSummary(metrics=metrics)
     rows = []
     for qid, query in data.queries.items():
-        positives = [d for d, rel in data.qrels[qid].items() if rel > 0]
-        judged_pos = set(positives)
+        judged_pos = {d for d, rel in data.qrels[qid].items() if rel > 0}
+        # a judgement may name a document the corpus lacks (kept for evaluation, with a warning): no text
+        positives = [d for d in data.qrels[qid] if d in judged_pos and d in data.corpus]
         if not positives:
-            summary.skipped["no positive judgement"] = summary.skipped.get("no positive judgement", 0) + 1
+            reason = "no positive judgement" if not judged_pos else "no positive in the corpus"
+            summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
             continue
         candidates = [d for d in ranked(run.get(qid, {}))[lo:hi] if d not in judged_pos]
         neg_ids = sample_negatives(candidates, negatives, rng)
@@ -160,7 +164,7 @@ def pairs(
     if query_mode not in ("title", "sentence"):
         raise LlaraError(f"--query must be 'title' or 'sentence', got {query_mode!r}")
     lo, hi = parse_range(rank_range)
-    corpus = read_corpus(corpus_path)
+    corpus = read_corpus(corpus_path, keep_empty=False)  # an empty document is no query, positive or negative
     rng = random.Random(seed)
     summary = MineSummary()
     made: dict[str, tuple[str, str]] = {}

@@ -1,7 +1,10 @@
 """Reading user files with line-precise errors, and writing outputs atomically.
 
-Every reader here raises LlaraError(path, line, field) on bad input, so the CLI can print one line
-and exit 2; under `--skip-bad-rows` (a BadRows policy) a bad row is counted and skipped instead.
+Every reader here raises LlaraError(path, line, field) on a row that cannot be used, so the CLI can
+print one line and exit 2; under `--skip-bad-rows` (a BadRows policy) a bad row is counted and skipped
+instead. A row that is merely odd (an empty document, a judgement of an unknown document) is not an
+error: the reader keeps it (or leaves it out on purpose) and notes it, and the CLI prints one warning
+line per kind with its count and first file:line.
 Every writer goes through a temporary name and os.replace, so a killed job never leaves a
 half-written file under its final name.
 """
@@ -88,13 +91,17 @@ def write_jsonl(path: str | Path, rows) -> int:
 
 
 # ------------------------------------------------------------------------------------- bad rows
+Odd = tuple[str, str]  # a kind of odd row: (singular, plural), e.g. ("empty document kept", "empty documents kept")
+
+
 @dataclass
 class BadRows:
-    """What readers do with a bad row: stop on it (the default) or skip it and count why.
+    """What readers do with a bad row: stop on it (the default) or skip it and count why; and the
+    tally of odd rows that were kept or left out on purpose (`note`), one warning line per kind.
 
     Only errors about one row (those that carry a line number) can be skipped; a missing file or an
     empty corpus always stops. The CLI installs one policy per command (`--skip-bad-rows`) and prints
-    `summary()` when the command ends.
+    `warnings()` and `summary()` when the command ends.
     """
 
     skip: bool = False
@@ -103,6 +110,9 @@ class BadRows:
     by_file: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)  # the first few, for logs and metrics.json
     seen: set = field(default_factory=set, repr=False)  # (file, line): a file read twice counts once
+    odd: Counter = field(default_factory=Counter)  # kind of odd row -> rows noted
+    odd_first: dict[Odd, str] = field(default_factory=dict)  # kind -> "file:line" of its first row
+    noted: set = field(default_factory=set, repr=False)  # (kind, file, line), as `seen`
 
     def handle(self, err: LlaraError) -> None:
         """Raise `err`, or, when skipping a row-level error, record it and return."""
@@ -122,6 +132,19 @@ class BadRows:
         if not self.count:
             return ""
         return f"skipped {self.count} bad row{'s' if self.count != 1 else ''} (first: {self.first})"
+
+    def note(self, kind: Odd, path: str | Path, line: int | None) -> None:
+        """Count an odd row that was kept or left out on purpose (not an error, never skipped)."""
+        key = (kind, str(path), line)
+        if key in self.noted:  # encode reads its corpus more than once: each row counts once
+            return
+        self.noted.add(key)
+        self.odd[kind] += 1
+        self.odd_first.setdefault(kind, f"{path}:{line}" if line is not None else str(path))
+
+    def warnings(self) -> list[str]:
+        """One line per kind of odd row: `2 empty documents kept (first: corpus.jsonl:17)`."""
+        return [f"{n} {kind[0] if n == 1 else kind[1]} (first: {self.odd_first[kind]})" for kind, n in self.odd.items()]
 
 
 _policy = BadRows()
@@ -196,12 +219,15 @@ def require_file(path: str | Path, what: str = "file") -> Path:
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of a UTF-8 text file, streaming; bad bytes name their line (or are
-    skipped under `--skip-bad-rows`). A leading byte-order mark is dropped."""
+    skipped under `--skip-bad-rows`). A leading byte-order mark is dropped; the line keeps its end
+    (LF or Windows' CRLF), which every caller strips and JSON ignores."""
     path = require_file(path)
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
+            elif number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # what Windows tools often write
+                raise LlaraError("UTF-16 text (byte-order mark); save the file as UTF-8", path)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -237,10 +263,13 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 
 def get_str(row: dict, field: str, path, line: int, required: bool = True, allow_empty: bool = False) -> str:
-    """A string field of a row, with ints accepted for ids (BEIR files often have numeric ids)."""
+    """A string field of a row, with ints accepted for ids (BEIR files often have numeric ids).
+
+    A required field must be present; where empty is allowed, `null` reads as "" (exporters such as
+    pandas write null for an empty value, and BEIR's own loader reads both the same way)."""
     value = row.get(field)
     if value is None:
-        if required:
+        if required and (field not in row or not allow_empty):
             raise LlaraError("missing", path, line, field)
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int):

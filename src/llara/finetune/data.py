@@ -14,11 +14,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from llara.data.io import get_str, iter_records
+from llara.data.io import Odd, bad_rows, get_str, iter_records
 from llara.errors import LlaraError
 from llara.prompts import PromptBuilder, format_document
 
 log = logging.getLogger(__name__)
+
+EMPTY_PASSAGES: Odd = ("row with empty passages (left out of it)", "rows with empty passages (left out of them)")
 
 
 @dataclass
@@ -41,17 +43,19 @@ def _passages(row: dict, field: str, path: Path, line: int) -> list[str]:
             item = format_document(item)
         if not isinstance(item, str):
             raise LlaraError(f"expected a string passage, got {type(item).__name__}", path, line, field)
-        if item.strip():
-            out.append(item)
+        out.append(item)
     return out
 
 
 def parse_row(row: dict, path: Path, line: int) -> TrainExample:
     query = get_str(row, "query", path, line)
-    pos = _passages(row, "pos", path, line)
+    given = _passages(row, "pos", path, line), _passages(row, "neg", path, line)
+    pos, neg = ([p for p in passages if p.strip()] for passages in given)
     if not pos:
         raise LlaraError("no positive passage", path, line, "pos")
-    return TrainExample(query, pos, _passages(row, "neg", path, line))
+    if len(pos) + len(neg) < sum(map(len, given)):  # nothing to encode; the rest of the row still trains
+        bad_rows().note(EMPTY_PASSAGES, path, line)
+    return TrainExample(query, pos, neg)
 
 
 def read_train_file(path: str | Path) -> list[TrainExample]:

@@ -5,6 +5,9 @@ Accepted corpora (one file):
 - JSONL of {"text"} or {"title", "text"} rows (a BEIR corpus.jsonl is one of these);
 - JSONL in the reference code's format {"input", "output_summarize", "output_predict"}.
 
+A row with neither title nor text (legal in BEIR) has nothing to learn from: it is left out and
+counted in one warning.
+
 A document is split on sentence boundaries into consecutive chunks of at most `text_budget` tokens
 (the chunk length minus the joint prompt: prefix and both suffixes). Chunk i is trained with EBAE
 on itself and EBAR on chunk i+1; a document's last chunk has no EBAR target. Everything streams; a
@@ -22,7 +25,8 @@ from pathlib import Path
 from torch.utils.data import IterableDataset
 from transformers import PreTrainedTokenizerBase
 
-from llara.data.io import get_str, iter_jsonl, iter_lines, iter_records, require_file
+from llara.data.beir import EMPTY_DOC_LEFT_OUT
+from llara.data.io import bad_rows, get_str, iter_jsonl, iter_lines, iter_records, require_file
 from llara.errors import LlaraError
 from llara.pretrain.stopwords import remove_stop_words
 
@@ -69,13 +73,15 @@ def iter_documents(path: str | Path) -> Iterator[Document]:
     else:
         # a bad row stops the run, or is counted and left out (--skip-bad-rows)
         for doc in iter_records(path, lambda row, p, n: _parse_row(row, fmt, p, n)):
-            yield doc
-            count += 1
+            if doc is not None:
+                yield doc
+                count += 1
     if count == 0:
         raise LlaraError("empty corpus: no documents", path)
 
 
-def _parse_row(row: dict, fmt: str, path: Path, number: int) -> Document:
+def _parse_row(row: dict, fmt: str, path: Path, number: int) -> Document | None:
+    """The row's document, or None for an empty one (left out and counted)."""
     if fmt == "reference":
         for name in REFERENCE_FIELDS:
             if name not in row:
@@ -92,7 +98,8 @@ def _parse_row(row: dict, fmt: str, path: Path, number: int) -> Document:
     text = get_str(row, "text", path, number, allow_empty=True)
     full = f"{title.strip()} {text.strip()}".strip()
     if not full:
-        raise LlaraError("document has no text", path, number, "text")
+        bad_rows().note(EMPTY_DOC_LEFT_OUT, path, number)
+        return None
     return Document(number, full)
 
 

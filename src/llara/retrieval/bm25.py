@@ -11,11 +11,18 @@ class BM25:
     def __init__(self, doc_ids: list[str], texts: list[str], stopwords: str = "en") -> None:
         self.doc_ids = doc_ids
         self.stopwords = stopwords
-        self.retriever = bm25s.BM25()
-        self.retriever.index(bm25s.tokenize(texts, stopwords=stopwords, show_progress=False), show_progress=False)
+        tokens = bm25s.tokenize(texts, stopwords=stopwords, show_progress=False)
+        # An empty document (legal in BEIR) has no tokens: it keeps its row, so ids stay aligned, and
+        # scores 0. A corpus with no token at all would crash bm25s: every query then finds nothing.
+        self.retriever = None
+        if tokens.vocab:
+            self.retriever = bm25s.BM25()
+            self.retriever.index(tokens, show_progress=False)
 
     def search(self, query_ids: list[str], queries: list[str], k: int = 1000) -> Run:
         k = min(k, len(self.doc_ids))
+        if self.retriever is None or k < 1:
+            return {qid: {} for qid in query_ids}
         tokens = bm25s.tokenize(queries, stopwords=self.stopwords, show_progress=False)
         rows, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         run: Run = {}
