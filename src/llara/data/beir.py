@@ -91,10 +91,14 @@ def read_queries(path: str | Path) -> dict[str, str]:
 
 def _qrels_row(text: str, path: Path, line: int) -> tuple[str, str, int]:
     parts = text.split("\t")
+    if len(parts) != 3 and len(text.split()) == 4:  # TREC qrels, often space-separated (ids hold no spaces)
+        parts = text.split()
     if len(parts) == 4:  # TREC qrels: qid iter docid rel
         parts = [parts[0], parts[2], parts[3]]
     if len(parts) != 3:
-        raise LlaraError(f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}", path, line)
+        raise LlaraError(
+            f"expected 3 tab-separated columns (query-id, corpus-id, score) or TREC's 4, got {len(parts)}", path, line
+        )
     qid, doc_id, score = parts
     for name, value in (("query-id", qid), ("corpus-id", doc_id)):
         if not value.strip():
@@ -149,3 +153,14 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
     queries = {qid: all_queries[qid] for qid in all_queries if qid in qrels}
     stats = {"documents": len(corpus), "queries": len(queries), "judgements": sum(len(v) for v in qrels.values())}
     return BeirDataset(corpus, queries, qrels, folder, split, stats)
+
+
+def load_split(data: BeirDataset, split: str) -> BeirDataset:
+    """Another split of a loaded dataset: its judged queries and qrels, the corpus shared, not read again."""
+    if data.path is None:
+        raise LlaraError(f"no dataset folder to read qrels/{split}.tsv from")
+    all_queries = read_queries(data.path / "queries.jsonl")
+    qrels = read_qrels(data.path / "qrels" / f"{split}.tsv", data.corpus, all_queries)
+    queries = {qid: all_queries[qid] for qid in all_queries if qid in qrels}
+    stats = {"documents": len(data.corpus), "queries": len(queries), "judgements": sum(map(len, qrels.values()))}
+    return BeirDataset(data.corpus, queries, qrels, data.path, split, stats)
