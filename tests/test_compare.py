@@ -64,6 +64,8 @@ def test_labels_tell_runs_apart(tmp_path):
     assert labels_for([tmp_path / "bm25" / "run.trec", tmp_path / "dense" / "run.trec"]) == ["bm25", "dense"]
     assert labels_for([tmp_path / "a.trec", tmp_path / "b.trec"]) == ["a.trec", "b.trec"]
     assert labels_for([tmp_path / "x" / "a" / "r.trec", tmp_path / "y" / "a" / "r.trec"]) == ["x/a", "y/a"]
+    mixed = [tmp_path / "bm25" / "run.trec", tmp_path / "dense" / "run.trec", tmp_path / "score.trec"]
+    assert labels_for(mixed) == ["bm25/run.trec", "dense/run.trec", "score.trec"]
     with pytest.raises(LlaraError, match="given twice"):
         labels_for([tmp_path / "a.trec", tmp_path / "a.trec"])
 

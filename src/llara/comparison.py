@@ -85,16 +85,19 @@ class RunScores:
 
 
 def labels_for(paths: list[Path]) -> list[str]:
-    """The shortest trailing parts of each path that tell them apart, without a file name they all
-    share: bm25/run.trec and dense/run.trec are "bm25" and "dense"."""
+    """Each path's shortest tail that no other path ends with, after dropping a file name they all
+    share: bm25/run.trec and dense/run.trec are "bm25" and "dense"; beside them x/score.trec is "score.trec"."""
     parts = [p.resolve().parts for p in paths]
+    if len(set(parts)) < len(parts):
+        raise LlaraError(f"the same run is given twice: {', '.join(map(str, paths))}")
     if len({p[-1] for p in parts}) == 1 and all(len(p) > 2 for p in parts):
         parts = [p[:-1] for p in parts]
-    for n in range(1, max(map(len, parts)) + 1):
-        labels = ["/".join(p[-n:]) for p in parts]
-        if len(set(labels)) == len(labels):
-            return labels
-    raise LlaraError(f"the same run is given twice: {', '.join(map(str, paths))}")
+    labels = []
+    for i, mine in enumerate(parts):
+        others = [p for j, p in enumerate(parts) if j != i]
+        n = next(n for n in range(1, len(mine) + 1) if all(p[-n:] != mine[-n:] for p in others))
+        labels.append("/".join(mine[-n:]))
+    return labels
 
 
 def parse_metrics(text: str) -> list[str]:
