@@ -44,6 +44,21 @@ PassageLengthOpt = Annotated[
 class Method(StrEnum):
     dense = "dense"
     bm25 = "bm25"
+    hybrid = "hybrid"
+
+
+class FusionMethod(StrEnum):
+    rrf = "rrf"
+    score = "score"
+
+
+FusionOpt = Annotated[
+    FusionMethod | None,
+    typer.Option("--fusion", help="--method hybrid: rrf (reciprocal rank fusion, k=60; default) or score (min-max)"),
+]
+FusionWeightOpt = Annotated[
+    float | None, typer.Option(help="--fusion score: weight of the dense run, BM25 gets 1 - W (default 0.5)")
+]
 
 
 @app.callback()
@@ -98,8 +113,13 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="dataset folder in BEIR layout")],
     output: Annotated[Path, typer.Option(help="folder for run.trec and metrics.json")],
     model: ModelOpt = "smollm2",
-    method: Annotated[Method, typer.Option(help="dense (the model) or bm25")] = Method.dense,
+    method: Annotated[Method, typer.Option(help="dense (the model), bm25, or hybrid (both fused)")] = Method.dense,
     split: Annotated[str, typer.Option(help="qrels/<split>.tsv")] = "test",
+    fusion: FusionOpt = None,
+    fusion_weight: FusionWeightOpt = None,
+    tune_on: Annotated[
+        str | None, typer.Option(help="--fusion score: pick the weight on qrels/<TUNE_ON>.tsv (e.g. dev), not --split")
+    ] = None,
     recipe: RecipeOpt = None,
     top_k: Annotated[int, typer.Option(help="documents retrieved per query")] = 1000,
     batch_size: int = 32,
@@ -116,10 +136,13 @@ def evaluate(
     """Retrieve for every judged query of a BEIR dataset and score the run with ir-measures."""
     from llara.data.beir import load_beir
     from llara.data.io import bad_rows, write_json
-    from llara.evaluation import evaluate_bm25, evaluate_dense
+    from llara.evaluation import evaluate_bm25, evaluate_dense, evaluate_hybrid, tuning_split
+    from llara.retrieval.fusion import fusion_options
     from llara.retrieval.runs import write_trec_run
 
+    fuse = fusion_options(method.value, fusion and fusion.value, fusion_weight, tune_on)
     dataset = load_beir(data, split)  # all validation happens before anything is written
+    tune = tuning_split(dataset, fuse) if fuse else None
     info = {"method": method.value, "dataset": str(data), "split": split, **dataset.stats}
     if method is Method.bm25:
         result = evaluate_bm25(dataset, k=top_k)
@@ -135,10 +158,13 @@ def evaluate(
             precision=precision,
             trust_remote_code=trust_remote_code,
         )
-        result = evaluate_dense(
-            encoder, dataset, k=top_k, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
-        )
-        name = f"{model} ({encoder.recipe.name})"
+        if fuse:
+            result = evaluate_hybrid(encoder, dataset, fuse, top_k, tune, batch_size, True, max_tokens_per_batch)
+        else:
+            result = evaluate_dense(
+                encoder, dataset, k=top_k, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
+            )
+        name = f"{model} ({encoder.recipe.name})" + (f" + bm25, {fuse.describe()}" if fuse else "")
         info.update(model=str(model), **encoder.config(), precision=precision)
         info.update(texts=encoder.prompts.wrapped, truncated_texts=encoder.prompts.truncated)
         if encoder.prompts.truncated:
@@ -149,9 +175,10 @@ def evaluate(
     info["skipped_rows"] = bad_rows().count
     info["warnings"] = bad_rows().warnings()
     write_trec_run(output / "run.trec", result.run, tag=f"llara-{method.value}")
-    write_json(output / "metrics.json", {**result.metrics, "info": {**info, **result.timings}})
+    write_json(output / "per_query.json", result.per_query)
+    write_json(output / "metrics.json", {**result.metrics, "info": {**info, **result.info, **result.timings}})
     Console().print(metrics_table(f"{data.name} ({split})", {name: result.metrics}, list(result.metrics)))
-    console.print(f"wrote {output / 'run.trec'} and {output / 'metrics.json'}")
+    console.print(f"wrote {output / 'run.trec'}, {output / 'metrics.json'} and {output / 'per_query.json'}")
 
 
 @app.command()
@@ -247,10 +274,14 @@ def index(
 
 @app.command()
 def search(
-    index: Annotated[Path, typer.Option(help="folder written by `llara index`")],
     queries: Annotated[Path, typer.Option(help="queries.jsonl (_id, text)")],
     output: Annotated[Path, typer.Option(help="TREC run file to write")],
+    index: Annotated[Path | None, typer.Option(help="folder written by `llara index` (dense, hybrid)")] = None,
     model: ModelOpt = "smollm2",
+    method: Annotated[Method, typer.Option(help="dense (the index), bm25 (--corpus), hybrid (both)")] = Method.dense,
+    corpus: Annotated[Path | None, typer.Option(help="corpus.jsonl for BM25 (--method bm25 or hybrid)")] = None,
+    fusion: FusionOpt = None,
+    fusion_weight: FusionWeightOpt = None,
     top_k: Annotated[int, typer.Option(help="documents retrieved per query")] = 1000,
     batch_size: int = 32,
     max_tokens_per_batch: int | None = None,
@@ -259,23 +290,39 @@ def search(
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
     trust_remote_code: bool = False,
 ) -> None:
-    """Encode queries with the index's recipe, search, and write a TREC run."""
-    from llara.data.beir import read_queries
-    from llara.encoder import LlaraEncoder
-    from llara.retrieval.index import DenseIndex, search_to_run_file
+    """Encode queries with the index's recipe, search, and write a TREC run (BM25 and hybrid: --corpus)."""
+    from llara.data.beir import read_corpus, read_queries
+    from llara.retrieval.bm25 import BM25
+    from llara.retrieval.fusion import fusion_options, hybrid_search
+    from llara.retrieval.index import DenseIndex, dense_run
+    from llara.retrieval.runs import write_trec_run
 
-    dense = DenseIndex(index)  # refuses an index whose files do not match its metadata
-    read_queries(queries)  # validate before loading a model
-    dense.configure(ef_search=ef_search, nprobe=nprobe)
-    encoder = LlaraEncoder.from_pretrained(
-        model,
-        recipe=dense.meta["recipe"],
-        query_max_length=dense.meta["query_max_length"],
-        precision=precision,
-        trust_remote_code=trust_remote_code,
-    )
-    n = search_to_run_file(dense, encoder, queries, output, top_k, batch_size, max_tokens_per_batch)
-    console.print(f"wrote {output}: top {top_k} for {n} queries")
+    fuse = fusion_options(method.value, fusion and fusion.value, fusion_weight)
+    if (method is Method.dense) != (corpus is None) or (method is Method.bm25) != (index is None):
+        raise LlaraError("--method dense takes --index, bm25 takes --corpus, hybrid takes both")
+    dense = DenseIndex(index) if index else None  # refuses an index whose files do not match its metadata
+    docs = read_corpus(corpus) if corpus else None
+    found = read_queries(queries)  # validate before loading a model
+    if dense is None:
+        run = BM25.from_corpus(docs).search(list(found), list(found.values()), top_k)
+    else:
+        from llara.encoder import LlaraEncoder
+
+        dense.configure(ef_search=ef_search, nprobe=nprobe)
+        encoder = LlaraEncoder.from_pretrained(
+            model,
+            recipe=dense.meta["recipe"],
+            query_max_length=dense.meta["query_max_length"],
+            precision=precision,
+            trust_remote_code=trust_remote_code,
+        )
+        if fuse:
+            run = hybrid_search(found, docs, dense, encoder, fuse, top_k, batch_size, max_tokens_per_batch)
+        else:
+            run = dense_run(dense, encoder, found, top_k, batch_size, max_tokens_per_batch)
+    tag = dense.meta["index_type"] if method is Method.dense else method.value
+    write_trec_run(output, run, tag=f"llara-{tag}")
+    console.print(f"wrote {output}: top {top_k} for {len(found)} queries" + (f", {fuse.describe()}" if fuse else ""))
 
 
 # --- finetune / mine / pairs (issue 4) ---
@@ -547,6 +594,30 @@ def export(
 
     out = run_export(model, output, fmt.value, recipe=recipe, overwrite=overwrite, trust_remote_code=trust_remote_code)
     console.print(f"wrote {out} ({fmt.value})")
+
+
+# --- compare (issue 14) ---
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="TREC run files (e.g. OUT/run.trec of `llara evaluate`)")],
+    qrels: Annotated[Path, typer.Option(help="judgements: BEIR qrels TSV (query-id corpus-id score) or TREC qrels")],
+    metrics: Annotated[str, typer.Option(help="comma-separated ir-measures names")] = "nDCG@10,RR@10,R@100",
+    baseline: Annotated[Path | None, typer.Option(help="the run the others are compared with (default: first)")] = None,
+    output: Annotated[Path | None, typer.Option(help="JSON file for the table, p-values and settings")] = None,
+    permutations: Annotated[int, typer.Option(help="randomization test resamples (exact if 2^queries <= it)")] = 10_000,
+    alpha: Annotated[float, typer.Option(help="significance level for the * marker (Holm-corrected)")] = 0.05,
+    seed: int = 0,
+) -> None:
+    """Compare runs with a baseline: metrics, differences, paired randomization and t-tests (Holm-corrected)."""
+    from llara.comparison import compare_runs, comparison_table, parse_metrics
+    from llara.data.io import write_json
+
+    result = compare_runs(runs, qrels, parse_metrics(metrics), baseline, permutations, seed, alpha)
+    if output is not None:
+        write_json(output, result)
+    Console().print(comparison_table(result))
+    if output is not None:
+        console.print(f"wrote {output}")
 
 
 def main() -> None:

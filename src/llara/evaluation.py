@@ -6,25 +6,43 @@ retrieved nothing counts as 0 (as `trec_eval -c` does) rather than silently leav
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ir_measures
 
 from llara.data.beir import BeirDataset
-from llara.prompts import format_document
+from llara.errors import LlaraError
 from llara.retrieval.runs import Run
 
+if TYPE_CHECKING:
+    from llara.retrieval.fusion import Fusion
+
+log = logging.getLogger(__name__)
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000")
+
+
+def per_query_scores(
+    run: Run, qrels: dict[str, dict[str, int]], measures=DEFAULT_MEASURES
+) -> dict[str, dict[str, float]]:
+    """query id -> measure -> value for every judged query; a query the run lacks scores 0 (trec_eval -c)."""
+    parsed = [ir_measures.parse_measure(m) for m in measures]
+    scores = {q: {str(m): 0.0 for m in parsed} for q in qrels}
+    for result in ir_measures.iter_calc(parsed, qrels, {q: r for q, r in run.items() if q in qrels}):
+        scores[result.query_id][str(result.measure)] = result.value
+    return scores
+
+
+def mean_scores(per_query: dict[str, dict[str, float]], measures=DEFAULT_MEASURES) -> dict[str, float]:
+    names = [str(ir_measures.parse_measure(m)) for m in measures]
+    return {m: sum(v[m] for v in per_query.values()) / len(per_query) for m in names}
 
 
 def score_run(run: Run, qrels: dict[str, dict[str, int]], measures=DEFAULT_MEASURES) -> dict[str, float]:
     """Mean of each measure over all judged queries."""
-    parsed = [ir_measures.parse_measure(m) for m in measures]
-    totals = {m: 0.0 for m in parsed}
-    for result in ir_measures.iter_calc(parsed, qrels, {q: r for q, r in run.items() if q in qrels}):
-        totals[result.measure] += result.value
-    return {str(m): totals[m] / len(qrels) for m in parsed}
+    return mean_scores(per_query_scores(run, qrels, measures), measures)
 
 
 @dataclass
@@ -32,16 +50,24 @@ class Evaluation:
     run: Run
     metrics: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)  # OUT/per_query.json, for `llara compare`
+    info: dict = field(default_factory=dict)  # method-specific settings for metrics.json (hybrid: fusion)
+
+
+def _scored(run: Run, qrels: dict[str, dict[str, int]], timings: dict[str, float]) -> Evaluation:
+    per_query = per_query_scores(run, qrels)
+    return Evaluation(run, mean_scores(per_query), timings, per_query)
 
 
 def evaluate_bm25(data: BeirDataset, k: int = 1000) -> Evaluation:
+    from llara.prompts import format_document  # here, not above: it imports torch, which compare needs not
     from llara.retrieval.bm25 import BM25
 
     t0 = time.perf_counter()
     doc_ids = list(data.corpus)
     bm25 = BM25(doc_ids, [format_document(data.corpus[d]) for d in doc_ids])
     run = bm25.search(list(data.queries), list(data.queries.values()), k=k)
-    return Evaluation(run, score_run(run, data.qrels), {"search_s": time.perf_counter() - t0})
+    return _scored(run, data.qrels, {"search_s": time.perf_counter() - t0})
 
 
 def evaluate_dense(
@@ -80,4 +106,76 @@ def evaluate_dense(
         "search_s": t3 - t2,
         "docs_per_s": len(doc_ids) / max(t1 - t0, 1e-9),
     }
-    return Evaluation(run, score_run(run, data.qrels), timings)
+    return _scored(run, data.qrels, timings)
+
+
+def tuning_split(data: BeirDataset, fusion: Fusion) -> BeirDataset | None:
+    """The split whose judgements pick the fusion weight (`--tune-on`), refused if it is the evaluated one."""
+    from llara.data.beir import load_split
+
+    if fusion.tune_on is None:
+        return None
+    if fusion.tune_on == data.split:
+        raise LlaraError(
+            f"--tune-on {fusion.tune_on} is the evaluated split: tune on another (dev or train), never on test "
+            "judgements"
+        )
+    return load_split(data, fusion.tune_on)
+
+
+def evaluate_hybrid(
+    encoder,
+    data: BeirDataset,
+    fusion: Fusion,
+    k: int = 1000,
+    tune: BeirDataset | None = None,
+    batch_size: int = 32,
+    show_progress_bar: bool = True,
+    max_tokens_per_batch: int | None = None,
+) -> Evaluation:
+    """BM25 and dense runs fused (llara.retrieval.fusion.Fusion). With `tune` (another split of the
+    same dataset) the score-fusion weight is picked on its judgements, never on `data`'s, and set
+    on `fusion`."""
+    from dataclasses import replace
+
+    from llara.retrieval.fusion import fuse, tune_weight
+
+    if (tune is None) != (fusion.tune_on is None) or (tune is not None and tune.split == data.split):
+        raise ValueError("pass tune=tuning_split(data, fusion)")
+
+    # one BM25 index and one corpus encoding serve the evaluated and the tuning queries alike
+    pool = replace(data, queries={**data.queries, **(tune.queries if tune else {})})
+    sparse = evaluate_bm25(pool, k)
+    dense = evaluate_dense(encoder, pool, k, batch_size, show_progress_bar, max_tokens_per_batch)
+
+    def only(run: Run, queries: dict[str, str]) -> Run:
+        return {q: run.get(q, {}) for q in queries}
+
+    info: dict = {}
+    if tune is not None:
+        tune_bm25, tune_dense = only(sparse.run, tune.queries), only(dense.run, tune.queries)
+        fusion.weight, grid = tune_weight(tune_bm25, tune_dense, tune.qrels, k=k)
+        fusion.weight_source = f"tuned on qrels/{tune.split}.tsv"
+        info["tuning"] = {
+            "split": tune.split,
+            "metric": "nDCG@10",
+            "queries": len(tune.queries),
+            # a query judged in both splits (e.g. a test split holding every query) is worth knowing about
+            "queries_also_evaluated": len(set(tune.queries) & set(data.queries)),
+            "grid": grid,
+        }
+        if info["tuning"]["queries_also_evaluated"]:
+            log.warning(
+                "%d of the %d evaluated queries are also judged in qrels/%s.tsv, which picked the weight",
+                info["tuning"]["queries_also_evaluated"],
+                len(data.queries),
+                tune.split,
+            )
+    t0 = time.perf_counter()
+    run = fuse(only(sparse.run, data.queries), only(dense.run, data.queries), fusion, k)
+    timings = {f"bm25_{n}": v for n, v in sparse.timings.items()} | dense.timings
+    result = _scored(run, data.qrels, timings | {"fuse_s": time.perf_counter() - t0})
+    # the components' own figures on the evaluated split, so one hybrid run shows all three
+    components = {"bm25": score_run(sparse.run, data.qrels), "dense": score_run(dense.run, data.qrels)}
+    result.info = {"fusion": {**fusion.to_dict(), **info, "components": components}}
+    return result

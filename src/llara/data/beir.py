@@ -268,3 +268,14 @@ def load_beir(folder: str | Path, split: str = "test", training: bool = False) -
     queries = {qid: all_queries[qid] for qid in all_queries if qid in qrels}  # unjudged queries: not evaluated
     stats = {"documents": len(corpus), "queries": len(queries), "judgements": sum(len(v) for v in qrels.values())}
     return BeirDataset(corpus, queries, qrels, folder, split, stats)
+
+
+def load_split(data: BeirDataset, split: str) -> BeirDataset:
+    """Another split of a loaded dataset: its judged queries and qrels, the corpus shared, not read again."""
+    if data.path is None:
+        raise LlaraError(f"no dataset folder to read qrels/{split}.tsv from")
+    all_queries = read_queries(data.path / "queries.jsonl")
+    qrels = read_qrels(data.path / "qrels" / f"{split}.tsv", data.corpus, all_queries)
+    queries = {qid: all_queries[qid] for qid in all_queries if qid in qrels}
+    stats = {"documents": len(data.corpus), "queries": len(queries), "judgements": sum(map(len, qrels.values()))}
+    return BeirDataset(data.corpus, queries, qrels, data.path, split, stats)

@@ -19,6 +19,13 @@ class BM25:
             self.retriever = bm25s.BM25()
             self.retriever.index(tokens, show_progress=False)
 
+    @classmethod
+    def from_corpus(cls, corpus: dict[str, dict[str, str]]) -> BM25:
+        """Index a BEIR corpus (doc id -> {"title", "text"}) as `llara evaluate --method bm25` does."""
+        from llara.prompts import format_document
+
+        return cls(list(corpus), [format_document(doc) for doc in corpus.values()])
+
     def search(self, query_ids: list[str], queries: list[str], k: int = 1000) -> Run:
         k = min(k, len(self.doc_ids))
         if self.retriever is None or k < 1:

@@ -21,6 +21,7 @@ import numpy as np
 from llara.data.io import atomic_dir, check_finite, write_json
 from llara.encoding import open_embeddings
 from llara.errors import LlaraError
+from llara.retrieval.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +191,28 @@ def search_to_run_file(
 ) -> int:
     """Encode a queries.jsonl file (EBAR / query prompt), search, write a TREC run; returns #queries."""
     from llara.data.beir import read_queries
-    from llara.retrieval.dense import to_run
     from llara.retrieval.runs import write_trec_run
 
-    index.check_encoder(encoder)
     found = read_queries(queries)
-    emb = encoder.encode_queries(list(found.values()), batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch)
-    scores, rows = index.search(emb, top_k)
-    write_trec_run(output, to_run(list(found), index.ids, scores, rows), tag=f"llara-{index.meta['index_type']}")
+    run = dense_run(index, encoder, found, top_k, batch_size, max_tokens_per_batch)
+    write_trec_run(output, run, tag=f"llara-{index.meta['index_type']}")
     return len(found)
+
+
+def dense_run(
+    index: DenseIndex,
+    encoder,
+    queries: dict[str, str],
+    top_k: int = 1000,
+    batch_size: int = 32,
+    max_tokens_per_batch: int | None = None,
+) -> Run:
+    """Encode queries (id -> text) with the index's model and recipe and search: the top k per query."""
+    from llara.retrieval.dense import to_run
+
+    index.check_encoder(encoder)
+    emb = encoder.encode_queries(
+        list(queries.values()), batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
+    )
+    scores, rows = index.search(emb, top_k)
+    return to_run(list(queries), index.ids, scores, rows)
