@@ -63,7 +63,7 @@ def main() -> None:
         tmp = Path(tmp)
         model = make_tiny_model(tmp / "model")
         base = ["pretrain", "--model", model, "--corpus", args.corpus, "--max-steps", args.steps]
-        base += ["--save-every", args.save_every, "--logging-steps", 10, "--batch-size", 4, "--chunk-tokens", 64]
+        base += ["--save-every", args.save_every, "--logging-steps", 10, "--batch-size", 4, "--chunk-tokens", 84]
         base += ["--precision", "fp32"]
 
         t0 = time.perf_counter()

@@ -151,7 +151,7 @@ def test_pretrain_killed_at_random_moments_resumes_to_the_same_run(tiny_model_di
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": d["text"]}) + "\n" for d in arxiv_texts(arxiv_tagged_dir, 40)))
     args = ["pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--max-steps", "24", "--save-every", "4"]
-    args += ["--batch-size", "4", "--chunk-tokens", "64", "--precision", "fp32", "--logging-steps", "1"]
+    args += ["--batch-size", "4", "--chunk-tokens", "92", "--precision", "fp32", "--logging-steps", "1"]
     check_training_resumes(args, tmp_path / "pt", "pretraining on", tmp_path)
 
 

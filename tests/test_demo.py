@@ -2,7 +2,7 @@ import json
 
 from llara.demo import Budget, run_demo
 
-TINY = Budget(pretrain_minutes=0.05, finetune_minutes=0.05, passage_max_length=48, chunk_tokens=64, batch_size=4)
+TINY = Budget(pretrain_minutes=0.05, finetune_minutes=0.05, passage_max_length=48, chunk_tokens=92, batch_size=4)
 
 
 def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path):

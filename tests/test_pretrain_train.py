@@ -38,7 +38,7 @@ def test_cli_pretrain_writes_a_loadable_model(tiny_model_dir, corpus, tmp_path):
     out = tmp_path / "out"
     res = run_cli(
         "pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--output", out, "--max-steps", "4",
-        "--batch-size", "2", "--save-every", "2", "--chunk-tokens", "48", "--precision", "fp32",
+        "--batch-size", "2", "--save-every", "2", "--chunk-tokens", "72", "--precision", "fp32",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "'ebae'" in res.stderr + res.stdout and "'ebar'" in res.stderr + res.stdout  # per-task losses logged
@@ -69,14 +69,14 @@ def test_special_tokens_get_their_own_learning_rate(tiny_model_dir, tmp_path):
 
 
 def test_resume_continues_a_killed_run_exactly(tiny_model_dir, corpus, tmp_path):
-    full = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "a"), chunk_tokens=48)
+    full = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "a"), chunk_tokens=72)
     killed = opts(tmp_path, "b")
-    run_pretrain(str(tiny_model_dir), corpus, killed, chunk_tokens=48)
+    run_pretrain(str(tiny_model_dir), corpus, killed, chunk_tokens=72)
     shutil.rmtree(killed.output)  # as if killed after the step-2 checkpoint
     shutil.rmtree(killed.checkpoint_dir / "checkpoint-4")
     with pytest.raises(LlaraError, match="--resume"):
-        run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b"), chunk_tokens=48)
-    resumed = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b", resume=True), chunk_tokens=48)
+        run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b"), chunk_tokens=72)
+    resumed = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b", resume=True), chunk_tokens=72)
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
@@ -85,7 +85,7 @@ def test_resume_continues_a_killed_run_exactly(tiny_model_dir, corpus, tmp_path)
 
 def test_max_time_stops_and_saves(tiny_model_dir, corpus, tmp_path):
     o = opts(tmp_path, max_steps=None, max_time=1e-6)  # minutes: over after the first step
-    out = run_pretrain(str(tiny_model_dir), corpus, o, recipe="paper", chunk_tokens=48)
+    out = run_pretrain(str(tiny_model_dir), corpus, o, recipe="paper", chunk_tokens=72)
     assert json.loads((out / "llara.json").read_text())["recipe"] == "paper"
     assert [p.name for p in o.checkpoint_dir.iterdir()] == ["checkpoint-1"]
 
@@ -125,7 +125,7 @@ def test_torchrun_two_processes_pretrain_checkpoint_and_resume(tiny_model_dir, c
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                "-m", "llara", "pretrain", "--model", str(tiny_model_dir), "--corpus", str(corpus),
                "--output", str(out), "--max-steps", "4", "--save-every", "2", "--batch-size", "2",
-               "--chunk-tokens", "48", "--precision", "fp32", *extra]  # fmt: skip
+               "--chunk-tokens", "72", "--precision", "fp32", *extra]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
         return res
@@ -151,5 +151,5 @@ def test_a_save_killed_half_way_leaves_no_checkpoint_and_is_cleared(tiny_model_d
     debris = o.checkpoint_dir / ".staging" / "checkpoint-7"  # a time-based save at another step, killed
     debris.mkdir(parents=True)
     (debris / "optimizer.pt").write_bytes(b"half")
-    run_pretrain(str(tiny_model_dir), corpus, o, chunk_tokens=48)
+    run_pretrain(str(tiny_model_dir), corpus, o, chunk_tokens=72)
     assert sorted(p.name for p in o.checkpoint_dir.iterdir()) == ["checkpoint-2"]
