@@ -62,6 +62,11 @@ def test_ablate_runs_every_arm_and_resumes(tiny_model_dir, arxiv_subset, tmp_pat
     assert {p.name: p.stat().st_mtime_ns for p in (out / "models").iterdir()} == models
     assert json.loads((out / "ablation.json").read_text())["arms"] == report["arms"]
 
+    # Reused stages would not match other budgets: refused before anything is touched.
+    other = run_cli(*args[:-1], "3")
+    assert other.returncode == 2 and "other finetune" in other.stderr, other.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "models").iterdir()} == models
+
 
 def test_ablate_refuses_bad_input_before_writing(arxiv_subset, tmp_path):
     out = tmp_path / "ablate"

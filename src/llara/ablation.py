@@ -20,6 +20,7 @@ and one compare_runs of every final run against BM25.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -113,6 +114,27 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         f"{data.stats['documents']} documents), model {opts.model}, {opts.seeds} seed(s)"
     )
 
+    # Finished stages are reused as they are, so a rerun must ask for the same thing: refuse other
+    # data, model, split, training rows or budgets (more --seeds or other --metrics are fine).
+    settings = {
+        "data": str(data_dir.resolve()),
+        "model": opts.model,
+        "split": opts.split,
+        "train": str(opts.train.resolve()) if opts.train else None,
+        "adaptation": opts.budget("pretrain"),
+        "finetune": opts.budget("finetune"),
+    }
+    settings_file = output / "stages" / "settings.json"
+    if settings_file.is_file():
+        earlier = json.loads(settings_file.read_text())
+        changed = [k for k in settings if earlier.get(k) != settings[k]]
+        if changed:
+            raise LlaraError(
+                f"{output} holds an ablation with other {', '.join(changed)} ({settings_file}); "
+                "use a new --output, or the same options to resume"
+            )
+    else:
+        write_json(settings_file, settings)
     stages = Stages(output / "stages", console)
     runs_dir, models = output / "runs", output / "models"
     qrels = data_dir / "qrels" / f"{opts.split}.tsv"
