@@ -186,9 +186,17 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
     final["raw"] = evaluate("raw", f"{opts.model}, zero-shot", opts.model)
     adapted = models / "adapted"
 
+    def finished(target: Path) -> bool:
+        # Models are saved atomically (llara.training.save_final): a folder with llara.json is complete,
+        # e.g. when a run was killed after saving but before its stage was recorded. Training it again
+        # from its last checkpoint would overrun a --max-time budget.
+        return (target / "llara.json").is_file()
+
     def adapt() -> dict:
         from llara.pretrain.trainer import run_pretrain
 
+        if finished(adapted):
+            return {"model": str(adapted)}
         t = train_options(adapted, "pretrain", PRETRAIN["lr"], PRETRAIN["special_lr"], PRETRAIN["seed"])
         t.lora_dropout = PRETRAIN["lora_dropout"]
         run_pretrain(opts.model, corpus_file, t, chunk_tokens=PRETRAIN["chunk_tokens"], lm_loss=PRETRAIN["lm_loss"])
@@ -219,6 +227,8 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         target = models / name
 
         def run() -> dict:
+            if finished(target):
+                return {"model": str(target), "steps": None, "train_loss": None}
             ft = FinetuneOptions(
                 group_size=FINETUNE["group_size"],
                 query_max_length=FINETUNE["query_max_length"],
