@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, comparison_table, parse_metrics
@@ -110,8 +111,9 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         mode, why = query_mode(data.corpus)
         training = {"source": "weak pairs from the corpus (llara.mining.pairs)", "query_mode": mode, "why": why}
     console.print(
-        f"[bold]llara ablate[/]: {data_dir} ({opts.split}: {data.stats['queries']} queries, "
-        f"{data.stats['documents']} documents), model {opts.model}, {opts.seeds} seed(s)"
+        f"[bold]llara ablate[/]: {escape(str(data_dir))} ({escape(opts.split)}: {data.stats['queries']} queries, "
+        f"{data.stats['documents']} documents), model {escape(opts.model)}, {opts.seeds} seed(s)",
+        highlight=False,
     )
 
     # Finished stages are reused as they are, so a rerun must ask for the same thing: refuse other
