@@ -596,6 +596,31 @@ def export(
     console.print(f"wrote {out} ({fmt.value})")
 
 
+# --- ablate (issue 14) ---
+@app.command()
+def ablate(
+    data: Annotated[Path, typer.Option(help="dataset folder in BEIR layout; its corpus.jsonl is the adaptation text")],
+    output: Annotated[Path, typer.Option(help="folder for models, runs, ablation.json and ablation.md (resumable)")],
+    model: ModelOpt = "smollm2",
+    split: Annotated[str, typer.Option(help="qrels/<split>.tsv: evaluated only, never trained on")] = "test",
+    train: Annotated[
+        Path | None, typer.Option(help='JSONL rows {"query", "pos", "neg"} (default: weak pairs from the corpus)')
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="fine-tuning seeds (each: raw and adapted model alike)")] = 3,
+    pretrain_minutes: Annotated[float, typer.Option(help="adaptation budget in minutes")] = 12.0,
+    finetune_minutes: Annotated[float, typer.Option(help="budget of each fine-tuning run in minutes")] = 12.0,
+    pretrain_steps: Annotated[int | None, typer.Option(help="adaptation steps instead of minutes")] = None,
+    finetune_steps: Annotated[int | None, typer.Option(help="fine-tuning steps instead of minutes")] = None,
+    metrics: Annotated[str, typer.Option(help="comma-separated ir-measures names")] = "nDCG@10,RR@10,R@100",
+) -> None:
+    """Does EBAE + EBAR adaptation before fine-tuning beat fine-tuning directly? All arms on your data, with tests."""
+    from llara.ablation import AblationOptions, run_ablation
+
+    budget = (pretrain_minutes, finetune_minutes, pretrain_steps, finetune_steps)
+    opts = AblationOptions(model, split, train, seeds, *budget, metrics=metrics.split(","))
+    run_ablation(data, output, opts, console)
+
+
 # --- compare (issue 14) ---
 @app.command()
 def compare(

@@ -26,6 +26,9 @@ from llara.datasets import write_arxiv_beir
 
 log = logging.getLogger(__name__)
 COLUMNS = ["nDCG@10", "R@100", "minutes"]
+# Fine-tuning settings of the demo, shared with `llara ablate` (llara.ablation) so both fine-tune alike:
+# as the CISI run of benchmarks/RESULTS.md, one hard negative per query plus in-batch negatives.
+FINETUNE = {"group_size": 2, "query_max_length": 32, "passage_max_length": 128, "lr": 1e-3, "special_lr": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,13 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
         return vars(pairs(data_dir / "corpus.jsonl", pairs_file, query_mode="sentence", negatives=7))
 
     def fine_tune() -> dict:
-        # As the CISI run of benchmarks/RESULTS.md: one hard negative per query plus in-batch negatives.
-        ft = FinetuneOptions(group_size=2, query_max_length=32, passage_max_length=min(128, budget.passage_max_length))
-        finetune(str(pretrained), pairs_file, train_opts(finetuned, budget.finetune_minutes, 1e-3, 1e-3), ft)
+        ft = FinetuneOptions(
+            group_size=FINETUNE["group_size"],
+            query_max_length=FINETUNE["query_max_length"],
+            passage_max_length=min(FINETUNE["passage_max_length"], budget.passage_max_length),
+        )
+        opts = train_opts(finetuned, budget.finetune_minutes, FINETUNE["lr"], FINETUNE["special_lr"])
+        finetune(str(pretrained), pairs_file, opts, ft)
         return {"model": str(finetuned)}
 
     rows: dict[str, dict[str, float]] = {}

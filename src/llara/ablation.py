@@ -1,0 +1,428 @@
+"""`llara ablate`: does EBAE + EBAR adaptation before contrastive fine-tuning beat fine-tuning directly,
+on the user's own corpus?
+
+Arms, each evaluated on DIR's `--split` judgements (the only use of any judgements):
+
+  BM25 | raw model, zero-shot | adapted model (EBAE + EBAR on DIR/corpus.jsonl), zero-shot |
+  ft-raw: the raw model fine-tuned | ft-adapted: the adapted model fine-tuned
+
+Both fine-tuned arms use the same training file, the same settings and, per seed, the same seed, so
+the only difference between ft-raw-sN and ft-adapted-sN is the adaptation. Training rows are
+`--train FILE`, else weak pairs built from the corpus alone (llara.mining.pairs): no judgements of
+any split are used for training or to select anything.
+
+Stages are resumable as the demo's (llara.demo.Stages): each records OUT/stages/<name>.json when it
+finishes and is skipped on a rerun; an interrupted training run continues from its checkpoints.
+Models live under OUT/models/, each evaluation under OUT/runs/<name>/ (run.trec, metrics.json,
+per_query.json). The statistics are llara.comparison's: per seed, compare_runs(ft-adapted vs ft-raw),
+and one compare_runs of every final run against BM25.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, comparison_table, parse_metrics
+from llara.data.io import atomic_write, require_file, write_json
+from llara.demo import FINETUNE, Stages
+from llara.errors import LlaraError
+
+ARMS = ("BM25", "raw", "adapted", "ft-raw", "ft-adapted")
+# `llara pretrain`'s defaults: bag-of-words losses only (no LM loss), LoRA lr 1e-4, special-token lr 1e-3,
+# no LoRA dropout (its masks cost ~1.3x step time on CPU).
+PRETRAIN = {"lr": 1e-4, "special_lr": 1e-3, "lm_loss": False, "lora_dropout": 0.0, "chunk_tokens": 128, "seed": 42}
+PAIR_NEGATIVES = 7  # as the demo: BM25 negatives per weak pair (group_size 2 samples one per step)
+BATCH_SIZE = 8
+SAVE_EVERY = 25  # steps between checkpoints: an interrupted run loses little
+
+
+@dataclass
+class AblationOptions:
+    """What `llara ablate` takes besides the data and output folders."""
+
+    model: str = "smollm2"
+    split: str = "test"
+    train: Path | None = None
+    seeds: int = 3
+    pretrain_minutes: float = 12.0
+    finetune_minutes: float = 12.0
+    pretrain_steps: int | None = None  # given: a step budget instead of the minutes
+    finetune_steps: int | None = None
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+
+    def validate(self) -> None:
+        if self.seeds < 1:
+            raise LlaraError(f"--seeds must be at least 1, got {self.seeds}")
+        for name in ("pretrain_minutes", "finetune_minutes"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise LlaraError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("pretrain_steps", "finetune_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise LlaraError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        self.metrics = parse_metrics(",".join(self.metrics))
+
+    def budget(self, stage: str) -> dict:
+        """max_steps / max_time of a training stage: the steps when given (reproducible), else the minutes."""
+        steps = getattr(self, f"{stage}_steps")
+        if steps:
+            return {"max_steps": steps, "max_time": None}
+        return {"max_steps": None, "max_time": getattr(self, f"{stage}_minutes")}
+
+
+def query_mode(corpus: dict[str, dict[str, str]]) -> tuple[str, str]:
+    """Weak-pair queries: titles when most documents have one, else a sentence of the text; and why."""
+    titled = sum(1 for doc in corpus.values() if (doc.get("title") or "").strip())
+    mode = "title" if titled * 2 > len(corpus) else "sentence"
+    return mode, f"{titled} of {len(corpus)} documents have a title"
+
+
+def spread(values: list[float]) -> dict:
+    """Mean and sample standard deviation (ddof 1; None for a single value) of one metric over seeds."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "values": values,
+    }
+
+
+def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: Console | None = None) -> dict:
+    """Run (or resume) every stage, write OUT/ablation.json and OUT/ablation.md, print the tables."""
+    from llara.data.beir import load_beir
+    from llara.finetune.data import read_train_file
+
+    console = console or Console()
+    opts.validate()  # every input check happens before anything is written
+    data = load_beir(data_dir, opts.split)
+    corpus_file = data_dir / "corpus.jsonl"
+    if opts.train is not None:
+        read_train_file(require_file(opts.train, "training file"))
+        training = {"source": "file", "file": str(opts.train)}
+    else:
+        mode, why = query_mode(data.corpus)
+        training = {"source": "weak pairs from the corpus (llara.mining.pairs)", "query_mode": mode, "why": why}
+    console.print(
+        f"[bold]llara ablate[/]: {escape(str(data_dir))} ({escape(opts.split)}: {data.stats['queries']} queries, "
+        f"{data.stats['documents']} documents), model {escape(opts.model)}, {opts.seeds} seed(s)",
+        highlight=False,
+    )
+
+    # Finished stages are reused as they are, so a rerun must ask for the same thing: refuse other
+    # data, model, split, training rows or budgets (more --seeds or other --metrics are fine).
+    settings = {
+        "data": str(data_dir.resolve()),
+        "model": opts.model,
+        "split": opts.split,
+        "train": str(opts.train.resolve()) if opts.train else None,
+        "adaptation": opts.budget("pretrain"),
+        "finetune": opts.budget("finetune"),
+    }
+    settings_file = output / "stages" / "settings.json"
+    if settings_file.is_file():
+        earlier = json.loads(settings_file.read_text())
+        changed = [k for k in settings if earlier.get(k) != settings[k]]
+        if changed:
+            raise LlaraError(
+                f"{output} holds an ablation with other {', '.join(changed)} ({settings_file}); "
+                "use a new --output, or the same options to resume"
+            )
+    else:
+        write_json(settings_file, settings)
+    stages = Stages(output / "stages", console)
+    runs_dir, models = output / "runs", output / "models"
+    qrels = data_dir / "qrels" / f"{opts.split}.tsv"
+    steps: dict[str, int | None] = {}
+
+    def evaluate(name: str, title: str, model: str | Path | None) -> Path:
+        """One evaluation stage: OUT/runs/<name>/{run.trec, metrics.json, per_query.json}."""
+
+        def run() -> dict:
+            from llara.evaluation import evaluate_bm25, evaluate_dense
+            from llara.retrieval.runs import write_trec_run
+
+            info: dict = {"dataset": str(data_dir), "split": opts.split, **data.stats}
+            if model is None:
+                result, info["method"] = evaluate_bm25(data), "bm25"
+            else:
+                from llara.encoder import LlaraEncoder
+
+                encoder = LlaraEncoder.from_pretrained(model)  # the lengths the model was trained with
+                result = evaluate_dense(encoder, data)
+                info.update(method="dense", model=str(model), **encoder.config())
+            folder = runs_dir / name
+            write_trec_run(folder / "run.trec", result.run, tag=f"llara-{name}")
+            write_json(folder / "per_query.json", result.per_query)
+            write_json(folder / "metrics.json", {**result.metrics, "info": {**info, **result.timings}})
+            return {**result.metrics, "run": str(folder / "run.trec")}
+
+        stages.run(f"eval-{name}", title, run)
+        return runs_dir / name / "run.trec"
+
+    def train_options(target: Path, stage: str, lr: float, special_lr: float, seed: int):
+        from llara.training import TrainOptions
+
+        # A run killed mid-way left checkpoints beside `target`: continue from them.
+        resume = (target.parent / f"{target.name}-checkpoints").is_dir() and not target.is_dir()
+        return TrainOptions(
+            output=target,
+            **opts.budget(stage),
+            lr=lr,
+            special_lr=special_lr,
+            batch_size=BATCH_SIZE,
+            save_every=SAVE_EVERY,
+            resume=resume,
+            seed=seed,
+        )
+
+    # --- the seedless arms
+    final = {"bm25": evaluate("bm25", "BM25", None)}
+    final["raw"] = evaluate("raw", f"{opts.model}, zero-shot", opts.model)
+    adapted = models / "adapted"
+
+    def finished(target: Path) -> bool:
+        # Models are saved atomically (llara.training.save_final): a folder with llara.json is complete,
+        # e.g. when a run was killed after saving but before its stage was recorded. Training it again
+        # from its last checkpoint would overrun a --max-time budget.
+        return (target / "llara.json").is_file()
+
+    def adapt() -> dict:
+        from llara.pretrain.trainer import run_pretrain
+
+        if finished(adapted):
+            return {"model": str(adapted)}
+        t = train_options(adapted, "pretrain", PRETRAIN["lr"], PRETRAIN["special_lr"], PRETRAIN["seed"])
+        t.lora_dropout = PRETRAIN["lora_dropout"]
+        run_pretrain(opts.model, corpus_file, t, chunk_tokens=PRETRAIN["chunk_tokens"], lm_loss=PRETRAIN["lm_loss"])
+        return {"model": str(adapted)}
+
+    stages.run("adapt", f"EBAE + EBAR adaptation on {corpus_file} (no labels)", adapt)
+    final["adapted"] = evaluate("adapted", "adapted model, zero-shot", adapted)
+
+    # --- training rows: the user's file, else weak pairs from the corpus alone
+    train_file = opts.train
+    if train_file is None:
+        from llara.mining import pairs
+
+        train_file = output / "data" / "pairs.jsonl"
+        mode = training["query_mode"]
+        console.print(f"weak pairs: {mode} -> text queries ({training['why']})")
+        summary = stages.run(
+            "pairs",
+            f"weak pairs ({mode} -> text, BM25 negatives)",
+            lambda: vars(pairs(corpus_file, train_file, query_mode=mode, negatives=PAIR_NEGATIVES)),
+        )
+        training.update(file=str(train_file), rows=summary["rows"])
+
+    # --- per seed: the raw and the adapted model fine-tuned alike
+    def fine_tune(name: str, base: str | Path, seed: int) -> None:
+        from llara.finetune.trainer import FinetuneOptions, finetune
+
+        target = models / name
+
+        def run() -> dict:
+            if finished(target):
+                return {"model": str(target), "steps": None, "train_loss": None}
+            ft = FinetuneOptions(
+                group_size=FINETUNE["group_size"],
+                query_max_length=FINETUNE["query_max_length"],
+                passage_max_length=FINETUNE["passage_max_length"],
+            )
+            t = train_options(target, "finetune", FINETUNE["lr"], FINETUNE["special_lr"], seed)
+            result = finetune(str(base), train_file, t, ft)
+            return {"model": str(target), "steps": result["steps"], "train_loss": result["train_loss"]}
+
+        steps[name] = stages.run(f"finetune-{name}", f"fine-tune {name} (seed {seed})", run).get("steps")
+        final[name] = evaluate(name, f"{name}, evaluated", target)
+
+    for seed in range(1, opts.seeds + 1):
+        fine_tune(f"ft-raw-s{seed}", opts.model, seed)
+        fine_tune(f"ft-adapted-s{seed}", adapted, seed)
+
+    report = summarize(final, qrels, opts, training, steps)
+    report.update(data=str(data_dir), split=opts.split, model=opts.model, queries=data.stats["queries"])
+    write_json(output / "ablation.json", report)
+    with atomic_write(output / "ablation.md") as f:
+        f.write(markdown(report))
+    out = Console()
+    out.print(arms_table(report))
+    out.print(seeds_table(report))
+    out.print(comparison_table(report["vs_bm25"]))
+    console.print(f"wrote {output / 'ablation.json'} and {output / 'ablation.md'}")
+    return report
+
+
+def summarize(final: dict[str, Path], qrels: Path, opts: AblationOptions, training: dict, steps: dict) -> dict:
+    """Per-arm mean/std over seeds, per-seed ft-adapted vs ft-raw tests, every final run vs BM25."""
+    names = list(final)
+    vs_bm25 = compare_runs([final[n] for n in names], qrels, opts.metrics, baseline=final["bm25"])
+    means = {run["label"]: run["metrics"] for run in vs_bm25["runs"]}  # labels are the run folders' names
+    seeds = range(1, opts.seeds + 1)
+    members = {
+        "BM25": ["bm25"],
+        "raw": ["raw"],
+        "adapted": ["adapted"],
+        "ft-raw": [f"ft-raw-s{s}" for s in seeds],
+        "ft-adapted": [f"ft-adapted-s{s}" for s in seeds],
+    }
+    arms = {
+        arm: {"runs": runs, "metrics": {m: spread([means[r][m] for r in runs]) for m in opts.metrics}}
+        for arm, runs in members.items()
+    }
+    per_seed = []
+    for s in seeds:
+        raw, adapted = final[f"ft-raw-s{s}"], final[f"ft-adapted-s{s}"]
+        result = compare_runs([raw, adapted], qrels, opts.metrics, baseline=raw)
+        per_seed.append(
+            {
+                "seed": s,
+                "steps": {"ft-raw": steps.get(f"ft-raw-s{s}"), "ft-adapted": steps.get(f"ft-adapted-s{s}")},
+                "metrics": {run["label"]: run["metrics"] for run in result["runs"]},
+                "comparisons": result["comparisons"],
+            }
+        )
+    effect = {}
+    for m in opts.metrics:
+        deltas = [next(c["delta"] for c in p["comparisons"] if c["metric"] == m) for p in per_seed]
+        effect[m] = {
+            "deltas": deltas,
+            "mean_delta": statistics.fmean(deltas),
+            "seeds_favouring_adaptation": sum(d > TIE_TOLERANCE for d in deltas),
+            "seeds_against": sum(d < -TIE_TOLERANCE for d in deltas),
+            "seeds_significant_for_adaptation": sum(
+                c["significant"] and c["delta"] > 0 for p in per_seed for c in p["comparisons"] if c["metric"] == m
+            ),
+        }
+    return {
+        "metrics": list(opts.metrics),
+        "seeds": opts.seeds,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+        "training": training,
+        "settings": {
+            "adaptation": {**PRETRAIN, **opts.budget("pretrain"), "batch_size": BATCH_SIZE},
+            "finetune": {**FINETUNE, **opts.budget("finetune"), "batch_size": BATCH_SIZE, "seed": "1..seeds"},
+        },
+        "std": "sample standard deviation over seeds (ddof 1); null for a seedless arm or one seed",
+        "arms": arms,
+        "adaptation_effect": {
+            "what": "per seed, ft-adapted vs ft-raw (baseline) with llara.comparison.compare_runs: paired "
+            "randomization and t-tests over queries, Holm-corrected over the metrics",
+            "per_seed": per_seed,
+            "summary": effect,
+        },
+        "vs_bm25": vs_bm25,
+    }
+
+
+def _cell(stats: dict) -> str:
+    return f"{stats['mean']:.4f}" + ("" if stats["std"] is None else f" ± {stats['std']:.4f}")
+
+
+def arms_table(report: dict) -> Table:
+    table = Table(title=f"llara ablate: {report['data']} ({report['split']}, {report['queries']} queries)")
+    table.add_column("arm")
+    table.add_column("runs", justify="right")
+    for m in report["metrics"]:
+        table.add_column(m, justify="right")
+    for arm, a in report["arms"].items():
+        table.add_row(arm, str(len(a["runs"])), *(_cell(a["metrics"][m]) for m in report["metrics"]))
+    table.caption = f"mean ± sample std over {report['seeds']} seed(s) for the fine-tuned arms"
+    return table
+
+
+def seeds_table(report: dict) -> Table:
+    table = Table(title="adaptation effect: ft-adapted vs ft-raw, same data, settings and seed")
+    for name in ("seed", "metric", "ft-raw", "ft-adapted", "Δ", "p rand (Holm)", "p t-test (Holm)", "W/T/L"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    for p in report["adaptation_effect"]["per_seed"]:
+        for i, c in enumerate(p["comparisons"]):
+            m, s = c["metric"], p["seed"]
+            table.add_row(
+                str(s) if i == 0 else "",
+                m,
+                f"{p['metrics'][f'ft-raw-s{s}'][m]:.4f}",
+                f"{p['metrics'][f'ft-adapted-s{s}'][m]:.4f}",
+                f"{c['delta']:+.4f}" + ("*" if c["significant"] else ""),
+                f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f})",
+                f"{c['p_t']:.3f} ({c['p_t_holm']:.3f})",
+                f"{c['wins']}/{c['ties']}/{c['losses']}",
+                end_section=i == len(p["comparisons"]) - 1,
+            )
+    table.caption = (
+        "; ".join(
+            f"{m}: {e['seeds_favouring_adaptation']} of {report['seeds']} seeds favour adaptation "
+            f"(mean Δ {e['mean_delta']:+.4f})"
+            for m, e in report["adaptation_effect"]["summary"].items()
+        )
+        + ". * Holm randomization p < alpha."
+    )
+    return table
+
+
+def markdown(report: dict) -> str:
+    """OUT/ablation.md: the three tables of the terminal as Markdown."""
+    ms = report["metrics"]
+    t = report["training"]
+    lines = [
+        f"# llara ablate: {report['data']} ({report['split']}, {report['queries']} queries), model {report['model']}",
+        "",
+        f"Training rows: {t['source']}"
+        + (f", {t['query_mode']} -> text queries ({t['why']})" if "query_mode" in t else "")
+        + f" ({t.get('file', '')}). No judgements are used for training or selection.",
+        "",
+        "| arm | runs | " + " | ".join(ms) + " |",
+        "|---|---:|" + "---:|" * len(ms),
+    ]
+    for arm, a in report["arms"].items():
+        lines.append(f"| {arm} | {len(a['runs'])} | " + " | ".join(_cell(a["metrics"][m]) for m in ms) + " |")
+    lines += ["", f"Mean ± sample standard deviation over {report['seeds']} seed(s) for the fine-tuned arms.", ""]
+    lines += [
+        "## Adaptation effect per seed (ft-adapted vs ft-raw)",
+        "",
+        "| seed | metric | ft-raw | ft-adapted | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in report["adaptation_effect"]["per_seed"]:
+        s = p["seed"]
+        for c in p["comparisons"]:
+            m = c["metric"]
+            lines.append(
+                f"| {s} | {m} | {p['metrics'][f'ft-raw-s{s}'][m]:.4f} | {p['metrics'][f'ft-adapted-s{s}'][m]:.4f} | "
+                f"{c['delta']:+.4f}{'*' if c['significant'] else ''} | "
+                f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f}) | {c['p_t']:.3f} ({c['p_t_holm']:.3f}) | "
+                f"{c['wins']}/{c['ties']}/{c['losses']} |"
+            )
+    lines.append("")
+    for m, e in report["adaptation_effect"]["summary"].items():
+        lines.append(
+            f"- {m}: {e['seeds_favouring_adaptation']} of {report['seeds']} seeds favour adaptation, "
+            f"{e['seeds_against']} against (mean Δ {e['mean_delta']:+.4f}; significant for adaptation in "
+            f"{e['seeds_significant_for_adaptation']})"
+        )
+    v = report["vs_bm25"]
+    lines += [
+        "",
+        "## Every final run vs BM25",
+        "",
+        f"Holm-corrected over the {len(v['comparisons'])} comparisons (runs x metrics); * Holm randomization "
+        f"p < {v['alpha']}.",
+        "",
+        "| run | metric | mean | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in v["comparisons"]:
+        mean = next(r["metrics"][c["metric"]] for r in v["runs"] if r["label"] == c["run"])
+        lines.append(
+            f"| {c['run']} | {c['metric']} | {mean:.4f} | {c['delta']:+.4f}{'*' if c['significant'] else ''} | "
+            f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f}) | {c['p_t']:.3f} ({c['p_t_holm']:.3f}) | "
+            f"{c['wins']}/{c['ties']}/{c['losses']} |"
+        )
+    return "\n".join(lines) + "\n"
