@@ -223,6 +223,65 @@ def test_models_and_health(client, server):
     assert health["status"] == "ok" and health["dim"] == 64 and health["methods"] == ["dense", "bm25", "hybrid"]
 
 
+def fake_encode(log: list[tuple[int, str]], seconds: float = 0.0):
+    """An encoder stand-in: each text's 'embedding' is its own number; records each call's size."""
+    from llara.serving.batching import Encoded
+
+    def encode(texts: list[str], side: str) -> Encoded:
+        log.append((len(texts), side))
+        time.sleep(seconds)
+        sign = 1.0 if side == "passage" else -1.0
+        return Encoded(np.array([[sign * float(t)] for t in texts]), [1] * len(texts), [False] * len(texts))
+
+    return encode
+
+
+def test_batcher_keeps_clients_in_one_batch_and_routes_each_answer():
+    """16 clients that send again once answered (some sooner than others) end up sharing every
+    forward pass, not split into cohorts taking turns, and each gets its own text's result,
+    whichever side it asked for."""
+    from llara.serving.batching import MicroBatcher
+
+    calls: list[tuple[int, str]] = []
+
+    async def main():
+        batcher = MicroBatcher(fake_encode(calls, 0.2), max_batch=32, wait_s=0.001, rejoin_s=1.0)
+        batcher.start()
+
+        async def client(c: int):
+            for n in range(10):
+                text, side = str(100 * c + n), ("query" if c % 4 == 0 else "passage")
+                got = await batcher.submit([text], side)
+                assert got.embeddings[0, 0] == (-1 if side == "query" else 1) * float(text)
+                await asyncio.sleep(0.001 * c)  # clients take different times to send again (< 1/4 of 0.2 s)
+
+        await asyncio.gather(*(client(c) for c in range(16)))
+        await batcher.stop()
+        return batcher
+
+    batcher = asyncio.run(main())
+    assert batcher.texts == 160 and batcher.pending == 0
+    assert batcher.batches == 10  # all 16 clients in each forward pass (without the rejoin wait: 19)
+    assert sorted(set(calls)) == [(4, "query"), (12, "passage")]  # one encoder call per side
+
+
+def test_batcher_refuses_past_its_bound_at_once():
+    from llara.serving.batching import MicroBatcher, Overloaded
+
+    async def main():
+        batcher = MicroBatcher(fake_encode([], 0.2), max_batch=32, wait_s=0.0, max_pending=2)
+        batcher.start()
+        first = [asyncio.create_task(batcher.submit([str(i)], "passage")) for i in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded):
+            await batcher.submit(["9"], "passage")
+        results = await asyncio.gather(*first)
+        await batcher.stop()
+        return [r.embeddings[0, 0] for r in results]
+
+    assert asyncio.run(main()) == [0.0, 1.0]
+
+
 # ---------------------------------------------------------------------------------------- search
 def search(server: Server, **body) -> httpx.Response:
     return httpx.post(f"{server.url}/search", json=body, headers=server.headers(), timeout=30)

@@ -538,7 +538,15 @@ def serve(
     passage_max_length: Annotated[int | None, typer.Option(help="default: the index's, else 256")] = None,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
     max_batch: Annotated[int, typer.Option(help="texts per model batch, gathered from concurrent requests")] = 32,
-    batch_wait_ms: Annotated[float, typer.Option(help="how long a request may wait for others to batch with")] = 5.0,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="how long a request finding the model idle waits for company")
+    ] = 5.0,
+    rejoin_wait_ms: Annotated[
+        float,
+        typer.Option(
+            help="after a batch for several clients, the longest wait for their next texts (and 1/4 of its time)"
+        ),
+    ] = 250.0,
     max_queue: Annotated[int, typer.Option(help="requests waiting or running at most; past it: 503")] = 256,
     max_inputs: Annotated[int, typer.Option(help="texts per embeddings request at most")] = 512,
     max_body_bytes: Annotated[int, typer.Option(help="request body size limit (413 past it)")] = 4 << 20,

@@ -192,7 +192,9 @@ def create_app(service: Service):
 
     @asynccontextmanager
     async def lifespan(app):
-        batcher = MicroBatcher(service.encode, opts.max_batch, opts.batch_wait_ms / 1000, opts.max_queue)
+        batcher = MicroBatcher(
+            service.encode, opts.max_batch, opts.batch_wait_ms / 1000, opts.max_queue, opts.rejoin_wait_ms / 1000
+        )
         batcher.start()
         state["batcher"] = batcher
         # FAISS and BM25 run here, one at a time, off the event loop

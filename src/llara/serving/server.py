@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import signal
 import socket
 import sys
@@ -32,7 +31,8 @@ class ServeOptions:
     passage_max_length: int | None = None
     precision: str = "auto"
     max_batch: int = 32  # texts per forward pass
-    batch_wait_ms: float = 5.0  # how long the oldest waiting request may wait for company
+    batch_wait_ms: float = 5.0  # how long a request that finds the model idle waits for company
+    rejoin_wait_ms: float = 250.0  # the longest wait, after a batch for several clients, for their next texts
     max_queue: int = 256  # requests admitted and not yet answered; past it: 503
     max_inputs: int = 512  # texts per embeddings request
     max_body_bytes: int = 4 << 20
@@ -63,8 +63,9 @@ def _check_options(opts: ServeOptions) -> None:
     for name in ("max_batch", "max_queue", "max_inputs", "max_body_bytes", "max_top_k"):
         if getattr(opts, name) < 1:
             raise LlaraError(f"--{name.replace('_', '-')} must be at least 1")
-    if not (0 <= opts.batch_wait_ms <= 10_000) or math.isnan(opts.batch_wait_ms):
-        raise LlaraError("--batch-wait-ms must be between 0 and 10000")
+    for name in ("batch_wait_ms", "rejoin_wait_ms"):
+        if not 0 <= getattr(opts, name) <= 10_000:  # (NaN fails this too)
+            raise LlaraError(f"--{name.replace('_', '-')} must be between 0 and 10000")
     if not 0 <= opts.port <= 65535:
         raise LlaraError(f"--port {opts.port} is not a port number")
 
