@@ -534,8 +534,8 @@ def serve(
         str | None, typer.Option(help="the name clients send as 'model' (default: --model as given)")
     ] = None,
     recipe: RecipeOpt = None,
-    query_max_length: Annotated[int | None, typer.Option(help="default: the index's, else 64")] = None,
-    passage_max_length: Annotated[int | None, typer.Option(help="default: the index's, else 256")] = None,
+    query_max_length: Annotated[int | None, typer.Option(help="default: the index's, the model's, or 64")] = None,
+    passage_max_length: Annotated[int | None, typer.Option(help="default: the index's, the model's, or 256")] = None,
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
     max_batch: Annotated[int, typer.Option(help="texts per model batch, gathered from concurrent requests")] = 32,
     batch_wait_ms: Annotated[

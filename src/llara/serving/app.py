@@ -174,13 +174,13 @@ def _choice(data: dict, key: str, allowed: Sequence[str], default: str) -> str:
     return value
 
 
-def _encode_vector(vec: np.ndarray, fmt: str):
+def _encode_vector(vec: np.ndarray, fmt: str) -> str | list[float]:
     if fmt == "base64":  # what the openai client asks for by default: little-endian float32 bytes
         return base64.b64encode(np.ascontiguousarray(vec, dtype="<f4").tobytes()).decode("ascii")
     return vec.tolist()
 
 
-def create_app(service: Service):
+def create_app(service: Service) -> FastAPI:
     """The FastAPI application over a loaded Service."""
 
     from fastapi.exceptions import RequestValidationError
