@@ -645,6 +645,52 @@ def compare(
         console.print(f"wrote {output}")
 
 
+# --- serve (issue 15) ---
+@app.command()
+def serve(
+    model: ModelOpt = "smollm2",
+    index: Annotated[Path | None, typer.Option(help="folder written by `llara index`, for POST /search")] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="corpus.jsonl, for titles and bm25/hybrid search (default: the index's)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to bind; a non-loopback one needs --api-key")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one, printed at start)")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="LLARA_API_KEY", help="require 'Authorization: Bearer KEY' on every request")
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="the name clients send as 'model' (default: --model as given)")
+    ] = None,
+    recipe: RecipeOpt = None,
+    query_max_length: Annotated[int | None, typer.Option(help="default: the index's, the model's, or 64")] = None,
+    passage_max_length: Annotated[int | None, typer.Option(help="default: the index's, the model's, or 256")] = None,
+    precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
+    max_batch: Annotated[int, typer.Option(help="texts per model batch, gathered from concurrent requests")] = 32,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="how long a request finding the model idle waits for company")
+    ] = 5.0,
+    rejoin_wait_ms: Annotated[
+        float,
+        typer.Option(
+            help="after a batch for several clients, the longest wait for their next texts (and 1/4 of its time)"
+        ),
+    ] = 250.0,
+    max_queue: Annotated[int, typer.Option(help="requests waiting or running at most; past it: 503")] = 256,
+    max_inputs: Annotated[int, typer.Option(help="texts per embeddings request at most")] = 512,
+    max_body_bytes: Annotated[int, typer.Option(help="request body size limit (413 past it)")] = 4 << 20,
+    max_top_k: Annotated[int, typer.Option(help="largest top_k a search may ask")] = 1000,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search beam (default: the index's)")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF cells searched (default: the index's)")] = None,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = False,
+    trust_remote_code: bool = False,
+) -> None:
+    """Serve embeddings (OpenAI-compatible POST /v1/embeddings) and search (POST /search) over HTTP."""
+    options = dict(locals())  # the parameters are ServeOptions' fields, one to one
+    from llara.serving import ServeOptions, run_server
+
+    run_server(ServeOptions(**options))
+
+
 def main() -> None:
     try:
         app()
