@@ -1,4 +1,4 @@
-"""Exit 0 if every package pinned in constraints/floors.txt is installed at that version, else 1 (and list them)."""
+"""Exit 0 if every installed package pinned in constraints/floors.txt is at that version, else 1 (listing them)."""
 
 from importlib import metadata
 from pathlib import Path
@@ -7,7 +7,10 @@ differ = []
 for line in (Path(__file__).parents[1] / "constraints" / "floors.txt").read_text().splitlines():
     if "==" in line and not line.lstrip().startswith("#"):
         name, pinned = (x.strip() for x in line.split("=="))
-        found = metadata.version(name).split("+")[0]
+        try:
+            found = metadata.version(name).split("+")[0]
+        except metadata.PackageNotFoundError:  # an extra the test install does not pull (serve's uvloop)
+            continue
         if found != pinned:
             differ.append(f"{name} {found} (floor {pinned})")
 print("newer than the floors: " + ", ".join(differ) if differ else "all at the floors")
