@@ -168,10 +168,9 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         return runs_dir / name / "run.trec"
 
     def train_options(target: Path, stage: str, lr: float, special_lr: float, seed: int):
-        from llara.training import TrainOptions
+        from llara.training import TrainOptions, interrupted
 
-        # A run killed mid-way left checkpoints beside `target`: continue from them.
-        resume = (target.parent / f"{target.name}-checkpoints").is_dir() and not target.is_dir()
+        resume = interrupted(target)  # a run killed mid-way left checkpoints beside `target`: continue
         return TrainOptions(
             output=target,
             **opts.budget(stage),

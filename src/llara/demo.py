@@ -117,7 +117,7 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
     from llara.finetune.trainer import FinetuneOptions, finetune
     from llara.mining import pairs
     from llara.pretrain.trainer import run_pretrain
-    from llara.training import TrainOptions
+    from llara.training import TrainOptions, interrupted
 
     budget = budget or BUDGETS["quick" if quick else "full"]
     console = Console()
@@ -138,8 +138,7 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
         return {**result.metrics, **result.timings}
 
     def train_opts(target: Path, minutes: float, lr: float, special_lr: float) -> TrainOptions:
-        # A run killed mid-way left checkpoints beside `target`: continue from them.
-        resume = (target.parent / f"{target.name}-checkpoints").is_dir() and not target.is_dir()
+        resume = interrupted(target)  # a run killed mid-way left checkpoints beside `target`: continue
         return TrainOptions(
             output=target,
             max_time=minutes,

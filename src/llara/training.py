@@ -205,6 +205,11 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
     return TrainingArguments(**kwargs)
 
 
+def interrupted(output: Path) -> bool:
+    """True when a run into `output` was killed mid-way: checkpoints beside it, no final model yet."""
+    return (output.parent / f"{output.name}-checkpoints").is_dir() and not output.is_dir()
+
+
 def resume_checkpoint(opts: TrainOptions) -> str | None:
     """The last checkpoint of this run with --resume, else None (and no stale checkpoints allowed)."""
     folder = opts.checkpoint_dir
