@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
 from contextlib import contextmanager
 from functools import cache
 from importlib import metadata
@@ -23,8 +22,12 @@ from llara.errors import LlaraError
 @cache
 def floors() -> dict[str, str]:
     """{distribution: minimum version} of llara's own requirements (pyproject.toml, one home)."""
+    try:
+        requirements = metadata.requires("llara") or []
+    except metadata.PackageNotFoundError:  # run from a source tree without `pip install`: nothing to check
+        return {}
     out = {}
-    for req in metadata.requires("llara") or []:
+    for req in requirements:
         m = re.match(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][^,;\s]*)", req)
         if m and "extra ==" not in req:
             out[m.group(1).lower()] = m.group(2)
@@ -128,6 +131,6 @@ def get_peft_model(model: Any, config: Any) -> Any:
         return _get(model, config)
 
 
-def merge_and_unload(model: Any) -> Callable | Any:
+def merge_and_unload(model: Any) -> Any:
     with quiet(r"`is_gradient_checkpointing` is deprecated"):
         return model.merge_and_unload()
