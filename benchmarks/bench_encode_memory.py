@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
-from llara.models import resolve_model
+from llara.modeling.loading import resolve_model
 from llara.testing import make_tiny_model
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llara.data.arxiv import write_arxiv_beir
 from llara.data.beir import load_beir
-from llara.datasets import write_arxiv_beir
-from llara.encoder import LlaraEncoder
-from llara.explain import explain_many
-from llara.export import export_encoder
+from llara.inference.encoder import LlaraEncoder
+from llara.inference.explain import explain_many
+from llara.integrations.export import export_encoder
 
 
 def main() -> None:

@@ -29,11 +29,11 @@ def one_step(model_name: str, batch: int, chunk: int | None, query_len: int, pas
 
     import torch
 
-    from llara.finetune.data import ContrastiveCollator
-    from llara.finetune.loss import embed, grad_cache_step, info_nce
-    from llara.models import load_model
-    from llara.prompts import PromptBuilder, get_recipe
-    from llara.training import TrainOptions, prepare_model
+    from llara.modeling.loading import load_model
+    from llara.modeling.prompts import PromptBuilder, get_recipe
+    from llara.training.common import TrainOptions, prepare_model
+    from llara.training.finetune.data import ContrastiveCollator
+    from llara.training.finetune.loss import embed, grad_cache_step, info_nce
 
     torch.manual_seed(0)
     model, tokenizer = load_model(model_name)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from llara.encoder import autocast_dtype
-from llara.models import load_model
-from llara.pretrain.collator import PretrainCollator
-from llara.pretrain.data import PretrainDataset
-from llara.pretrain.loss import joint_loss, two_pass_loss
-from llara.prompts import PromptBuilder, get_recipe
-from llara.training import TrainOptions, prepare_model, special_token_ids
+from llara.inference.encoder import autocast_dtype
+from llara.modeling.loading import load_model
+from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.training.common import TrainOptions, prepare_model, special_token_ids
+from llara.training.pretrain.collator import PretrainCollator
+from llara.training.pretrain.data import PretrainDataset
+from llara.training.pretrain.loss import joint_loss, two_pass_loss
 
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi" / "corpus.jsonl"
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from bench_joint_pass import print_speedup  # run as a script, benchmarks/ is on sys.path
 
-from llara.models import load_model
-from llara.pretrain.collator import PretrainCollator
-from llara.pretrain.data import PretrainDataset
-from llara.pretrain.loss import joint_loss
-from llara.prompts import PromptBuilder, get_recipe
-from llara.training import TrainOptions, prepare_model, special_token_ids
+from llara.modeling.loading import load_model
+from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.training.common import TrainOptions, prepare_model, special_token_ids
+from llara.training.pretrain.collator import PretrainCollator
+from llara.training.pretrain.data import PretrainDataset
+from llara.training.pretrain.loss import joint_loss
 
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi" / "corpus.jsonl"
 

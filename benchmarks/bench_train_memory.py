@@ -1,8 +1,8 @@
-"""Estimated vs measured activation memory of a training step (the calibration of llara.memory).
+"""Estimated vs measured activation memory of a training step (the calibration of llara.training.memory).
 
 Each configuration runs `llara finetune` (or `llara pretrain`) for one step in a fresh process and
 records its peak RSS; a near-empty step gives the baseline (model, libraries), so
-measured activations = peak - baseline, printed beside llara.memory's estimate (ratio > 1: the
+measured activations = peak - baseline, printed beside llara.training.memory's estimate (ratio > 1: the
 estimate is conservative).
 
     python benchmarks/bench_train_memory.py [--model smollm2]
@@ -41,9 +41,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     args = parser.parse_args()
 
-    from llara.datasets import arxiv_papers
-    from llara.memory import ModelShape
-    from llara.models import load_model
+    from llara.data.arxiv import arxiv_papers
+    from llara.modeling.loading import load_model
+    from llara.training.memory import ModelShape
 
     papers = arxiv_papers()
     work = Path(tempfile.mkdtemp(prefix="bench-mem-"))

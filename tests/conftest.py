@@ -60,8 +60,8 @@ def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: lis
 
 @functools.cache
 def arxiv_data() -> tuple[list[dict], dict[str, str]]:
-    """The papers (llara.datasets.arxiv_papers) and each tag's label, read once per session."""
-    from llara.datasets import _cherche_file, arxiv_papers
+    """The papers (llara.data.arxiv.arxiv_papers) and each tag's label, read once per session."""
+    from llara.data.arxiv import _cherche_file, arxiv_papers
     from llara.errors import LlaraError
 
     try:
@@ -89,8 +89,8 @@ def write_arxiv_tagged(folder: Path, n_queries: int = len(ARXIV_TAGS), n_others:
 
 @pytest.fixture(scope="session")
 def arxiv_dir(tmp_path_factory) -> Path:
-    """The demo's collection (llara.datasets.write_arxiv_beir): 314 titles, each judging its abstract."""
-    from llara.datasets import write_arxiv_beir
+    """The demo's collection (llara.data.arxiv.write_arxiv_beir): 314 titles, each judging its abstract."""
+    from llara.data.arxiv import write_arxiv_beir
 
     arxiv_data()  # a clear failure if cherche is missing
     return write_arxiv_beir(tmp_path_factory.mktemp("arxiv") / "arxiv")
@@ -124,7 +124,7 @@ def isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2_dir(isolated_cache) -> Path:
-    from llara.models import resolve_model
+    from llara.modeling.loading import resolve_model
 
     return resolve_model("smollm2")
 

@@ -10,10 +10,10 @@ import sys
 
 import torch
 
-from llara.finetune.data import ContrastiveCollator
-from llara.finetune.loss import embed, info_nce
-from llara.models import load_model
-from llara.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.modeling.loading import load_model
+from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.training.finetune.data import ContrastiveCollator
+from llara.training.finetune.loss import embed, info_nce
 
 QUERIES = ["what is dense retrieval", "how to index a library", "query language model", "the next sentence"]
 GROUPS = [

@@ -133,8 +133,8 @@ def test_cranfield_like_collection_evaluates_with_every_judgement(method, tiny_m
 
 
 def test_encode_keeps_empty_documents_and_warns_once(tiny_model_dir, tmp_path):
-    from llara.encoder import LlaraEncoder
-    from llara.encoding import open_embeddings
+    from llara.inference.corpus import open_embeddings
+    from llara.inference.encoder import LlaraEncoder
 
     data = write_cranfield_like(tmp_path / "cranfield")
     args = ["--model", tiny_model_dir, "--precision", "fp32", "--corpus", data / "corpus.jsonl"]
@@ -321,8 +321,8 @@ def test_pairs_leaves_empty_documents_out_with_a_count(tmp_path):
 
 
 def test_mine_never_uses_an_empty_document_or_query(tmp_path):
-    from llara.finetune.data import read_train_file
-    from llara.mining import mine
+    from llara.training.finetune.data import read_train_file
+    from llara.training.mining import mine
 
     data = write_cranfield_like(tmp_path / "cranfield")
     with open(data / "queries.jsonl", "ab") as f:
@@ -344,7 +344,7 @@ def test_mine_never_uses_an_empty_document_or_query(tmp_path):
 
 
 def test_finetune_rows_with_empty_passages_keep_the_rest(tmp_path):
-    from llara.finetune.data import read_train_file
+    from llara.training.finetune.data import read_train_file
 
     path = tmp_path / "train.jsonl"
     path.write_text('{"query": "a", "pos": ["p", " "], "neg": ["", {"title": "", "text": ""}, "n"]}\n')

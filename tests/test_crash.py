@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from llara.encoding import _chunk_is_complete, open_embeddings
+from llara.inference.corpus import _chunk_is_complete, open_embeddings
 from tests.conftest import run_cli
 
 SEEDS = (0, 1, 2)

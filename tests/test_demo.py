@@ -1,6 +1,6 @@
 import json
 
-from llara.demo import Budget, run_demo
+from llara.experiments.demo import Budget, run_demo
 
 TINY = Budget(pretrain_minutes=0.05, finetune_minutes=0.05, passage_max_length=48, chunk_tokens=92, batch_size=4)
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from llara.encoder import LlaraEncoder
-from llara.encoding import encode_corpus_file, open_embeddings, parse_shard
 from llara.errors import LlaraError
+from llara.inference.corpus import encode_corpus_file, open_embeddings, parse_shard
+from llara.inference.encoder import LlaraEncoder
 
 N_DOCS = 70
 CHUNK = 16

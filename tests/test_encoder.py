@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from llara.encoder import LlaraEncoder
+from llara.inference.encoder import LlaraEncoder
 from tests.conftest import make_tiny_model
 
 TEXTS = [

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from llara.encoder import LlaraEncoder
-from llara.explain import compare, explain, explain_many, vocabulary_distributions
+from llara.inference.encoder import LlaraEncoder
+from llara.inference.explain import compare, explain, explain_many, vocabulary_distributions
 from tests.conftest import run_cli
 
 TEXT = "dense retrieval with large language models"

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from llara.encoder import LlaraEncoder
 from llara.errors import LlaraError
-from llara.export import export, export_encoder
-from llara.prompts import SPECIAL_TOKENS
+from llara.inference.encoder import LlaraEncoder
+from llara.integrations.export import export, export_encoder
+from llara.modeling.prompts import SPECIAL_TOKENS
 from tests.conftest import run_cli
 
 QUERIES = ["what is dense retrieval", "how do libraries classify books?"]
@@ -47,7 +47,7 @@ def test_hf_export_is_a_plain_folder_that_round_trips(encoder, tmp_path):
 def test_lora_adapter_folder_is_exported_merged(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from llara.models import load_model
+    from llara.modeling.loading import load_model
 
     base, tok = load_model(tiny_model_dir)
     adapter = tmp_path / "adapter"
@@ -71,7 +71,8 @@ def test_sentence_transformers_export_gives_llara_embeddings(tiny_model_dir, tmp
     enc = LlaraEncoder.from_pretrained(tiny_model_dir, recipe=recipe, precision="fp32", passage_max_length=48)
     out = export_encoder(enc, tmp_path / "st", "sentence-transformers")
     # sentence-transformers >= 6 requires the flag for any module class outside its own package,
-    # even one from an installed package (llara.st_module); nothing is imported from the folder.
+    # even one from an installed package (llara.integrations.sentence_transformers); nothing is imported
+    # from the folder.
     st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
     q, p = enc.encode_queries(QUERIES), enc.encode_corpus(PASSAGES)
     assert max_diff(st.encode_query(QUERIES), q) < 1e-5

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llara.errors import LlaraError
-from llara.finetune.data import TrainDataset, read_train_file
+from llara.training.finetune.data import TrainDataset, read_train_file
 from tests.conftest import run_cli
 
 
@@ -67,7 +67,7 @@ def test_no_negatives_falls_back_to_in_batch_with_one_warning(tmp_path, caplog):
 
 def test_finetune_cli_end_to_end(tiny_model_dir, tmp_path):
     """LoRA run with GradCache; the output loads as a retriever and its embeddings have moved."""
-    from llara.encoder import LlaraEncoder
+    from llara.inference.encoder import LlaraEncoder
 
     train = write_rows(tmp_path / "t.jsonl", ROWS)
     out = tmp_path / "ft"

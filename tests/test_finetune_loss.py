@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from llara.finetune.data import ContrastiveCollator
-from llara.finetune.loss import embed, grad_cache_step, info_nce
-from llara.models import load_model
-from llara.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.modeling.loading import load_model
+from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.training.finetune.data import ContrastiveCollator
+from llara.training.finetune.loss import embed, grad_cache_step, info_nce
 from tests.finetune_ddp_worker import GROUPS, QUERIES, step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_grad_cache_equals_plain_batch(tiny_model_dir):
 def test_grad_cache_replays_dropout_masks(tiny_model_dir):
     """With dropout on, GradCache gradients equal those of the plain batch run chunk by chunk under the
     same RNG states, i.e. the recomputation used the masks of the no-grad pass."""
-    from llara.finetune.loss import RandomState, split
+    from llara.training.finetune.loss import RandomState, split
 
     model, recipe, batch = tiny(tiny_model_dir, 0.3)
     torch.manual_seed(3)

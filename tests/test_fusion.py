@@ -176,7 +176,7 @@ def test_evaluate_hybrid_cli_writes_fusion_info_and_per_query_scores(tiny_model_
         assert metrics[m] == pytest.approx(np.mean([v[m] for v in per_query.values()]))
 
     # the written run is the fusion, with the recorded weight, of BM25 and the tiny model's dense run
-    from llara.encoder import LlaraEncoder
+    from llara.inference.encoder import LlaraEncoder
 
     data = load_beir(small_beir)
     encoder = LlaraEncoder.from_pretrained(tiny_model_dir, precision="fp32")

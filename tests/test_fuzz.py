@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from llara.data.beir import read_corpus, read_qrels, read_queries
 from llara.data.io import iter_jsonl, skip_bad_rows
 from llara.errors import LlaraError
-from llara.prompts import SIDES, SPECIAL_TOKENS, PromptBuilder
+from llara.modeling.prompts import SIDES, SPECIAL_TOKENS, PromptBuilder
 from llara.retrieval.runs import read_trec_run, write_trec_run
 from tests.conftest import make_tokenizer
 
@@ -242,7 +242,7 @@ def test_lone_surrogate_text_is_a_clear_error(builders, text):
 def test_joint_mask_and_positions(builders, lengths, recipe):
     """Against a from-scratch reference: causal over real tokens, padding masked (rows see only
     themselves), the EBAR suffix blind to the EBAE suffix, and EBAR positions restarting where EBAE's do."""
-    from llara.pretrain.collator import PretrainCollator
+    from llara.training.pretrain.collator import PretrainCollator
 
     b = builders[recipe]
     collator = PretrainCollator(b, exclude_ids=[])
@@ -277,8 +277,8 @@ def test_joint_mask_and_positions(builders, lengths, recipe):
 
 @pytest.fixture(scope="module")
 def tiny_lm(tiny_model_dir):
-    from llara.models import load_model
-    from llara.prompts import add_special_tokens, get_recipe
+    from llara.modeling.loading import load_model
+    from llara.modeling.prompts import add_special_tokens, get_recipe
 
     model, tokenizer = load_model(tiny_model_dir)
     add_special_tokens(model, tokenizer, get_recipe("reference"))
@@ -292,7 +292,7 @@ def test_joint_pass_states_equal_separate_passes(tiny_lm, lengths, recipe):
     joint pass equals the one from its own separate, ordinary pass, whatever the padding."""
     import torch
 
-    from llara.pretrain.collator import PretrainCollator
+    from llara.training.pretrain.collator import PretrainCollator
 
     model, tokenizer = tiny_lm
     collator = PretrainCollator(PromptBuilder(tokenizer, recipe), exclude_ids=[])

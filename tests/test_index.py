@@ -7,8 +7,8 @@ import faiss
 import numpy as np
 import pytest
 
-from llara.encoding import encode_corpus_file
 from llara.errors import LlaraError
+from llara.inference.corpus import encode_corpus_file
 from llara.retrieval.index import DenseIndex, IndexParams, build_index
 
 N, DIM = 3000, 32

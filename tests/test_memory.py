@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from llara.errors import LlaraError
-from llara.memory import GiB, ModelShape, available_memory, plan_finetune, plan_pretrain
+from llara.training.memory import GiB, ModelShape, available_memory, plan_finetune, plan_pretrain
 
 SMOLLM2 = ModelShape(layers=30, hidden=576, intermediate=1536, heads=9, kv_dim=192, params=134_515_008)
 
@@ -51,7 +51,7 @@ def test_pretraining_keeps_the_effective_batch():
 
 def test_available_memory_sees_an_address_space_limit():
     code = (
-        "import resource; from llara.memory import available_memory, _vm_size;"
+        "import resource; from llara.training.memory import available_memory, _vm_size;"
         "limit = _vm_size() + 3 * 2**30; resource.setrlimit(resource.RLIMIT_AS, (limit, limit));"
         "print(available_memory())"
     )
@@ -63,7 +63,7 @@ def test_available_memory_sees_an_address_space_limit():
 LIMITED = """
 import resource, sys
 import torch, transformers, peft  # loaded first: the limit counts from here
-from llara.memory import _vm_size
+from llara.training.memory import _vm_size
 limit = _vm_size() + int(float(sys.argv[1]) * 2**30)
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 sys.argv = ["llara", *sys.argv[2:]]

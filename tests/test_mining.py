@@ -8,8 +8,8 @@ import random
 import pytest
 
 from llara.errors import LlaraError
-from llara.finetune.data import read_train_file
-from llara.mining import make_pair, mine, pairs, parse_range, strip_title
+from llara.training.finetune.data import read_train_file
+from llara.training.mining import make_pair, mine, pairs, parse_range, strip_title
 from tests.conftest import run_cli
 
 
@@ -107,8 +107,8 @@ def test_mine_cli_refuses_a_missing_split(arxiv_subset, tmp_path):
 
 def test_arxiv_split_is_disjoint_and_keeps_test(tmp_path):
     pytest.importorskip("cherche", reason="the arXiv data ships in cherche")
+    from llara.data.arxiv import write_arxiv_beir
     from llara.data.beir import load_beir
-    from llara.datasets import write_arxiv_beir
 
     folder = write_arxiv_beir(tmp_path / "arxiv")
     train, dev, test = (load_beir(folder, s) for s in ("train", "dev", "test"))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llara.errors import LlaraError
-from llara.model_config import ModelConfig
+from llara.modeling.config import ModelConfig
 
 
 def write(folder, data):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from llara.errors import LlaraError
-from llara.models import load_model, resolve_model
+from llara.modeling.loading import load_model, resolve_model
 
 
 def test_folder_without_config_or_safetensors_is_refused(tmp_path):

@@ -5,11 +5,11 @@ import socket
 import numpy as np
 import pytest
 
+from llara.data.arxiv import write_arxiv_beir
 from llara.data.beir import load_beir
-from llara.datasets import write_arxiv_beir
-from llara.encoder import LlaraEncoder
 from llara.evaluation import evaluate_dense
-from llara.mteb_support import beir_retrieval_task
+from llara.inference.encoder import LlaraEncoder
+from llara.integrations.mteb import beir_retrieval_task
 from tests.conftest import write_beir
 
 mteb = pytest.importorskip("mteb")
@@ -77,7 +77,7 @@ def test_mteb_retrieval_task_offline_matches_llara_evaluation(encoder, arxiv, of
 def test_exported_sentence_transformer_scores_the_same_in_mteb(encoder, arxiv, offline, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from llara.export import export_encoder
+    from llara.integrations.export import export_encoder
 
     out = export_encoder(encoder, tmp_path / "st", "sentence-transformers")
     st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from llara.errors import LlaraError
-from llara.pretrain.data import PretrainDataset, chunk_ids, count_documents, iter_documents, split_sentences
+from llara.training.pretrain.data import PretrainDataset, chunk_ids, count_documents, iter_documents, split_sentences
 
 DOC1 = "The library is a system. The index is a model of data! Is the query a text? The search user reads."
 DOC2 = "A dense passage retrieval model embeds text. Information science is old."

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from llara.models import load_model
-from llara.pretrain.collator import PretrainCollator
-from llara.pretrain.loss import bow_loss, joint_loss, task_losses, two_pass_loss
-from llara.prompts import PromptBuilder, add_special_tokens, get_recipe
-from llara.training import special_token_ids
+from llara.modeling.loading import load_model
+from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.training.common import special_token_ids
+from llara.training.pretrain.collator import PretrainCollator
+from llara.training.pretrain.loss import bow_loss, joint_loss, task_losses, two_pass_loss
 
 TEXTS = [
     "the dense retrieval model is a query of the index",

@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llara.encoder import LlaraEncoder
 from llara.errors import LlaraError
-from llara.models import load_model
-from llara.pretrain.trainer import run_pretrain
-from llara.prompts import get_recipe
-from llara.training import SPECIAL_PARAM, TrainOptions, param_groups, prepare_model
+from llara.inference.encoder import LlaraEncoder
+from llara.modeling.loading import load_model
+from llara.modeling.prompts import get_recipe
+from llara.training.common import SPECIAL_PARAM, TrainOptions, param_groups, prepare_model
+from llara.training.pretrain.trainer import run_pretrain
 from tests.conftest import run_cli
 
 TEXT = (

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from llara.errors import LlaraError
-from llara.models import load_model
-from llara.prompts import RECIPES, SPECIAL_TOKENS, PromptBuilder, add_special_tokens, format_document, pool
+from llara.modeling.loading import load_model
+from llara.modeling.prompts import RECIPES, SPECIAL_TOKENS, PromptBuilder, add_special_tokens, format_document, pool
 
 
 @pytest.fixture(scope="module")

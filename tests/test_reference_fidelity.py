@@ -19,15 +19,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llara.encoder import LlaraEncoder
-from llara.models import load_model
-from llara.pretrain.collator import PretrainCollator
-from llara.pretrain.data import PretrainDataset
-from llara.pretrain.loss import joint_loss
-from llara.pretrain.stopwords import remove_stop_words
-from llara.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.inference.encoder import LlaraEncoder
+from llara.modeling.loading import load_model
+from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
 from llara.testing import make_tiny_model, make_tokenizer
-from llara.training import special_token_ids
+from llara.training.common import special_token_ids
+from llara.training.pretrain.collator import PretrainCollator
+from llara.training.pretrain.data import PretrainDataset
+from llara.training.pretrain.loss import joint_loss
+from llara.training.pretrain.stopwords import remove_stop_words
 
 TOL = 1e-5
 PIECES = {  # recipe -> (prefix, EBAE suffix, EBAR suffix, pooled tokens), as the reference code writes them

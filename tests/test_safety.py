@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llara.errors import LlaraError
-from llara.models import load_model
+from llara.modeling.loading import load_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -220,7 +220,7 @@ def test_bad_rows_policy_does_not_skip_errors_without_a_line():
 
 
 def test_truncation_is_counted(tiny_model_dir):
-    from llara.encoder import LlaraEncoder
+    from llara.inference.encoder import LlaraEncoder
 
     enc = LlaraEncoder.from_pretrained(tiny_model_dir, passage_max_length=40, precision="fp32")
     enc.encode(["short", "the retrieval " * 50, "model " * 60], side="passage")
@@ -290,8 +290,8 @@ def test_very_long_lines_are_read_whole(tmp_path):
 
 
 def test_encode_streams_the_same_rows_as_read_corpus_and_honours_skipping(tiny_model_dir, tmp_path):
-    from llara.encoder import LlaraEncoder
-    from llara.encoding import encode_corpus_file, open_embeddings
+    from llara.inference.corpus import encode_corpus_file, open_embeddings
+    from llara.inference.encoder import LlaraEncoder
 
     path = planted_corpus(tmp_path)
     enc = LlaraEncoder.from_pretrained(tiny_model_dir, precision="fp32")
@@ -305,7 +305,7 @@ def test_encode_streams_the_same_rows_as_read_corpus_and_honours_skipping(tiny_m
 
 
 def test_pretraining_corpus_bad_rows_stop_or_are_skipped(tmp_path):
-    from llara.pretrain.data import iter_documents
+    from llara.training.pretrain.data import iter_documents
 
     text = tmp_path / "text.jsonl"
     text.write_text(

@@ -9,7 +9,7 @@ __all__ = ["LlaraEncoder", "LlaraError", "__version__"]
 def __getattr__(name: str):
     # Keep `import llara` cheap (no torch import) until the encoder is actually asked for.
     if name == "LlaraEncoder":
-        from llara.encoder import LlaraEncoder
+        from llara.inference.encoder import LlaraEncoder
 
         return LlaraEncoder
     raise AttributeError(name)

@@ -148,7 +148,7 @@ def evaluate(
         result = evaluate_bm25(dataset, k=top_k)
         name = "bm25"
     else:
-        from llara.encoder import LlaraEncoder
+        from llara.inference.encoder import LlaraEncoder
 
         encoder = LlaraEncoder.from_pretrained(
             model,
@@ -188,7 +188,7 @@ def demo(
     model: ModelOpt = "smollm2",
 ) -> None:
     """The whole pipeline on data that ships with pip packages (arXiv titles -> abstracts)."""
-    from llara.demo import run_demo
+    from llara.experiments.demo import run_demo
 
     run_demo(output, quick=quick, model=model)
 
@@ -234,8 +234,8 @@ def encode(
     trust_remote_code: bool = False,
 ) -> None:
     """Encode a corpus to memory-mappable .npy chunks (streaming, resumable, shardable)."""
-    from llara.encoder import LlaraEncoder
-    from llara.encoding import encode_corpus_file, parse_shard, scan_corpus
+    from llara.inference.corpus import encode_corpus_file, parse_shard, scan_corpus
+    from llara.inference.encoder import LlaraEncoder
 
     i, n = parse_shard(shard)
     scan_corpus(corpus)  # validate before loading a model
@@ -306,7 +306,7 @@ def search(
     if dense is None:
         run = BM25.from_corpus(docs).search(list(found), list(found.values()), top_k)
     else:
-        from llara.encoder import LlaraEncoder
+        from llara.inference.encoder import LlaraEncoder
 
         dense.configure(ef_search=ef_search, nprobe=nprobe)
         encoder = LlaraEncoder.from_pretrained(
@@ -360,9 +360,9 @@ def finetune(
     trust_remote_code: bool = False,
 ) -> None:
     """Contrastive fine-tuning (InfoNCE, in-batch + hard negatives) of a model as a dense retriever."""
-    from llara.finetune.trainer import FinetuneOptions
-    from llara.finetune.trainer import finetune as run_finetune
-    from llara.training import TrainOptions
+    from llara.training.common import TrainOptions
+    from llara.training.finetune.trainer import FinetuneOptions
+    from llara.training.finetune.trainer import finetune as run_finetune
 
     opts = TrainOptions(
         output=output,
@@ -404,7 +404,7 @@ def mine(
     precision: Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16")] = "auto",
 ) -> None:
     """Hard negatives: retrieve for each judged query, sample from a rank range, skip judged positives."""
-    from llara.mining import mine as run_mine
+    from llara.training.mining import mine as run_mine
 
     kwargs = {} if model == "bm25" else {"recipe": recipe, "precision": precision}
     s = run_mine(model, data, output, split, range_, negatives, seed, batch_size=batch_size, **kwargs)
@@ -430,7 +430,7 @@ def pairs(
     seed: int = 42,
 ) -> None:
     """Weak supervision from an unlabeled corpus: (title -> its text) pairs with BM25 hard negatives."""
-    from llara.mining import pairs as run_pairs
+    from llara.training.mining import pairs as run_pairs
 
     s = run_pairs(corpus, output, query.value, negatives, range_, seed)
     skipped = ", ".join(f"{n} {why}" for why, n in s.skipped.items()) or "none"
@@ -487,8 +487,8 @@ def pretrain(
     trust_remote_code: bool = False,
 ) -> None:
     """LLaRA adaptation (EBAE + EBAR in one forward pass) of a causal LM on plain text."""
-    from llara.pretrain.trainer import run_pretrain
-    from llara.training import TrainOptions
+    from llara.training.common import TrainOptions
+    from llara.training.pretrain.trainer import run_pretrain
 
     try:
         minutes = [float(m) for m in save_at_minutes.split(",") if m.strip()]
@@ -558,8 +558,8 @@ def explain(
     tokens they share and their cosine similarity."""
     import json
 
-    from llara.encoder import LlaraEncoder
-    from llara.explain import compare, comparison_table, explain, explanation_table
+    from llara.inference.encoder import LlaraEncoder
+    from llara.inference.explain import compare, comparison_table, explain, explanation_table
 
     if (text is None) == (query is None or document is None) or (text is not None and (query or document)):
         raise LlaraError("give either TEXT, or both --query and --document")
@@ -590,7 +590,7 @@ def export(
     trust_remote_code: bool = False,
 ) -> None:
     """Export a model (LoRA adapters merged, tokenizer with the special tokens, llara.json) for other tools."""
-    from llara.export import export as run_export
+    from llara.integrations.export import export as run_export
 
     out = run_export(model, output, fmt.value, recipe=recipe, overwrite=overwrite, trust_remote_code=trust_remote_code)
     console.print(f"wrote {out} ({fmt.value})")
@@ -614,7 +614,7 @@ def ablate(
     metrics: Annotated[str, typer.Option(help="comma-separated ir-measures names")] = "nDCG@10,RR@10,R@100",
 ) -> None:
     """Does EBAE + EBAR adaptation before fine-tuning beat fine-tuning directly? All arms on your data, with tests."""
-    from llara.ablation import AblationOptions, run_ablation
+    from llara.experiments.ablation import AblationOptions, run_ablation
 
     budget = (pretrain_minutes, finetune_minutes, pretrain_steps, finetune_steps)
     opts = AblationOptions(model, split, train, seeds, *budget, metrics=metrics.split(","))

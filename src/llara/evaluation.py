@@ -60,7 +60,7 @@ def _scored(run: Run, qrels: dict[str, dict[str, int]], timings: dict[str, float
 
 
 def evaluate_bm25(data: BeirDataset, k: int = 1000) -> Evaluation:
-    from llara.prompts import format_document  # here, not above: it imports torch, which compare needs not
+    from llara.modeling.prompts import format_document  # here, not above: it imports torch, which compare needs not
     from llara.retrieval.bm25 import BM25
 
     t0 = time.perf_counter()

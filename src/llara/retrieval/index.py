@@ -19,8 +19,8 @@ import faiss
 import numpy as np
 
 from llara.data.io import atomic_dir, check_finite, write_json
-from llara.encoding import open_embeddings
 from llara.errors import LlaraError
+from llara.inference.corpus import open_embeddings
 from llara.retrieval.runs import Run
 
 log = logging.getLogger(__name__)

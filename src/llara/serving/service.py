@@ -36,7 +36,7 @@ class Service:
     """The loaded model, and optionally an index, a corpus (titles) and BM25 over it."""
 
     def __init__(self, opts: ServeOptions) -> None:
-        from llara.encoder import LlaraEncoder
+        from llara.inference.encoder import LlaraEncoder
 
         self.opts = opts
         self.name = opts.served_model_name or str(opts.model)
@@ -72,7 +72,7 @@ class Service:
 
     def _load_corpus(self, path: Path, explicit: bool) -> None:
         from llara.data.beir import read_corpus
-        from llara.prompts import format_document
+        from llara.modeling.prompts import format_document
         from llara.retrieval.bm25 import BM25
 
         if not explicit and not path.is_file():

@@ -7,14 +7,10 @@ from pathlib import Path
 
 from llara import compat
 from llara.errors import LlaraError
-from llara.memory import ModelShape, available_memory, device_of_rank, plan_pretrain
-from llara.model_config import ModelConfig
-from llara.models import load_model, resolve_model
-from llara.pretrain.collator import PretrainCollator
-from llara.pretrain.data import PretrainDataset, count_documents
-from llara.pretrain.loss import joint_loss
-from llara.prompts import PromptBuilder, get_recipe
-from llara.training import (
+from llara.modeling.config import ModelConfig
+from llara.modeling.loading import load_model, resolve_model
+from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.training.common import (
     LlaraTrainer,
     TrainOptions,
     finish,
@@ -26,6 +22,10 @@ from llara.training import (
     training_arguments,
     use_bf16,
 )
+from llara.training.memory import ModelShape, available_memory, device_of_rank, plan_pretrain
+from llara.training.pretrain.collator import PretrainCollator
+from llara.training.pretrain.data import PretrainDataset, count_documents
+from llara.training.pretrain.loss import joint_loss
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from llara.data.io import Odd, bad_rows, get_str, iter_records
 from llara.errors import LlaraError
-from llara.prompts import PromptBuilder, format_document
+from llara.modeling.prompts import PromptBuilder, format_document
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from llara.prompts import Recipe, pool
+from llara.modeling.prompts import Recipe, pool
 
 
 def embed(model: torch.nn.Module, inputs: dict[str, torch.Tensor], recipe: Recipe) -> torch.Tensor:

@@ -37,7 +37,7 @@ class ModelConfig:
 
     @property
     def pooling(self) -> str:
-        from llara.prompts import get_recipe
+        from llara.modeling.prompts import get_recipe
 
         r = get_recipe(self.recipe)
         return "mean" if r.pooling == "mean" else f"last-{r.pool_tokens}"

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from llara.prompts import SIDES, pool
+from llara.modeling.prompts import SIDES, pool
 
 
 @dataclass

@@ -37,10 +37,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from llara import compat
 from llara.data.io import atomic_dir, write_json
-from llara.encoder import bf16_supported
 from llara.errors import LlaraError
-from llara.model_config import ModelConfig
-from llara.prompts import Recipe, add_special_tokens
+from llara.inference.encoder import bf16_supported
+from llara.modeling.config import ModelConfig
+from llara.modeling.prompts import Recipe, add_special_tokens
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def finished_checkpoint(opts: TrainOptions, checkpoint: str | None) -> bool:
 
 def save_from_checkpoint(checkpoint: str, config: ModelConfig, output: str | os.PathLike) -> Path:
     """The final model of a finished run, from its last checkpoint (rank 0 writes it)."""
-    from llara.models import load_model
+    from llara.modeling.loading import load_model
 
     if int(os.environ.get("RANK", 0)) == 0:
         model, tokenizer = load_model(checkpoint)
@@ -428,7 +428,7 @@ def finish(
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     if trainer.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3:
         from llara.data.io import write_json
-        from llara.models import load_model
+        from llara.modeling.loading import load_model
 
         raw = Path(trainer.args.output_dir) / "final-consolidated"
         trainer.save_model(str(raw))

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from llara.data.arxiv import write_arxiv_beir
 from llara.data.beir import load_beir
 from llara.data.io import atomic_write, write_json
-from llara.datasets import write_arxiv_beir
 
 log = logging.getLogger(__name__)
 COLUMNS = ["nDCG@10", "R@100", "minutes"]
-# Fine-tuning settings of the demo, shared with `llara ablate` (llara.ablation) so both fine-tune alike:
+# Fine-tuning settings of the demo, shared with `llara ablate` (llara.experiments.ablation) so both fine-tune alike:
 # as the CISI run of benchmarks/RESULTS.md, one hard negative per query plus in-batch negatives.
 FINETUNE = {"group_size": 2, "query_max_length": 32, "passage_max_length": 128, "lr": 1e-3, "special_lr": 1e-3}
 
@@ -112,12 +112,12 @@ def plot(rows: dict[str, dict[str, float]], logs: dict[str, list[dict]], path: P
 
 def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: Budget | None = None) -> dict:
     from llara.cli import metrics_table
-    from llara.encoder import LlaraEncoder
     from llara.evaluation import evaluate_bm25, evaluate_dense
-    from llara.finetune.trainer import FinetuneOptions, finetune
-    from llara.mining import pairs
-    from llara.pretrain.trainer import run_pretrain
-    from llara.training import TrainOptions, interrupted
+    from llara.inference.encoder import LlaraEncoder
+    from llara.training.common import TrainOptions, interrupted
+    from llara.training.finetune.trainer import FinetuneOptions, finetune
+    from llara.training.mining import pairs
+    from llara.training.pretrain.trainer import run_pretrain
 
     budget = budget or BUDGETS["quick" if quick else "full"]
     console = Console()

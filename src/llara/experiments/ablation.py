@@ -8,10 +8,10 @@ Arms, each evaluated on DIR's `--split` judgements (the only use of any judgemen
 
 Both fine-tuned arms use the same training file, the same settings and, per seed, the same seed, so
 the only difference between ft-raw-sN and ft-adapted-sN is the adaptation. Training rows are
-`--train FILE`, else weak pairs built from the corpus alone (llara.mining.pairs): no judgements of
+`--train FILE`, else weak pairs built from the corpus alone (llara.training.mining.pairs): no judgements of
 any split are used for training or to select anything.
 
-Stages are resumable as the demo's (llara.demo.Stages): each records OUT/stages/<name>.json when it
+Stages are resumable as the demo's (llara.experiments.demo.Stages): each records OUT/stages/<name>.json when it
 finishes and is skipped on a rerun; an interrupted training run continues from its checkpoints.
 Models live under OUT/models/, each evaluation under OUT/runs/<name>/ (run.trec, metrics.json,
 per_query.json). The statistics are llara.comparison's: per seed, compare_runs(ft-adapted vs ft-raw),
@@ -32,8 +32,8 @@ from rich.table import Table
 
 from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, comparison_table, parse_metrics
 from llara.data.io import atomic_write, require_file, write_json
-from llara.demo import FINETUNE, Stages
 from llara.errors import LlaraError
+from llara.experiments.demo import FINETUNE, Stages
 
 ARMS = ("BM25", "raw", "adapted", "ft-raw", "ft-adapted")
 # `llara pretrain`'s defaults: bag-of-words losses only (no LM loss), LoRA lr 1e-4, special-token lr 1e-3,
@@ -98,7 +98,7 @@ def spread(values: list[float]) -> dict:
 def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: Console | None = None) -> dict:
     """Run (or resume) every stage, write OUT/ablation.json and OUT/ablation.md, print the tables."""
     from llara.data.beir import load_beir
-    from llara.finetune.data import read_train_file
+    from llara.training.finetune.data import read_train_file
 
     console = console or Console()
     opts.validate()  # every input check happens before anything is written
@@ -109,7 +109,11 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         training = {"source": "file", "file": str(opts.train)}
     else:
         mode, why = query_mode(data.corpus)
-        training = {"source": "weak pairs from the corpus (llara.mining.pairs)", "query_mode": mode, "why": why}
+        training = {
+            "source": "weak pairs from the corpus (llara.training.mining.pairs)",
+            "query_mode": mode,
+            "why": why,
+        }
     console.print(
         f"[bold]llara ablate[/]: {escape(str(data_dir))} ({escape(opts.split)}: {data.stats['queries']} queries, "
         f"{data.stats['documents']} documents), model {escape(opts.model)}, {opts.seeds} seed(s)",
@@ -153,7 +157,7 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
             if model is None:
                 result, info["method"] = evaluate_bm25(data), "bm25"
             else:
-                from llara.encoder import LlaraEncoder
+                from llara.inference.encoder import LlaraEncoder
 
                 encoder = LlaraEncoder.from_pretrained(model)  # the lengths the model was trained with
                 result = evaluate_dense(encoder, data)
@@ -168,7 +172,7 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         return runs_dir / name / "run.trec"
 
     def train_options(target: Path, stage: str, lr: float, special_lr: float, seed: int):
-        from llara.training import TrainOptions, interrupted
+        from llara.training.common import TrainOptions, interrupted
 
         resume = interrupted(target)  # a run killed mid-way left checkpoints beside `target`: continue
         return TrainOptions(
@@ -194,7 +198,7 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         return (target / "llara.json").is_file()
 
     def adapt() -> dict:
-        from llara.pretrain.trainer import run_pretrain
+        from llara.training.pretrain.trainer import run_pretrain
 
         if finished(adapted):
             return {"model": str(adapted)}
@@ -209,7 +213,7 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
     # --- training rows: the user's file, else weak pairs from the corpus alone
     train_file = opts.train
     if train_file is None:
-        from llara.mining import pairs
+        from llara.training.mining import pairs
 
         train_file = output / "data" / "pairs.jsonl"
         mode = training["query_mode"]
@@ -223,7 +227,7 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
 
     # --- per seed: the raw and the adapted model fine-tuned alike
     def fine_tune(name: str, base: str | Path, seed: int) -> None:
-        from llara.finetune.trainer import FinetuneOptions, finetune
+        from llara.training.finetune.trainer import FinetuneOptions, finetune
 
         target = models / name
 

@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from llara.data.beir import EMPTY_DOC_LEFT_OUT
 from llara.data.io import bad_rows, get_str, iter_jsonl, iter_lines, iter_records, require_file
 from llara.errors import LlaraError
-from llara.pretrain.stopwords import remove_stop_words
+from llara.training.pretrain.stopwords import remove_stop_words
 
 REFERENCE_FIELDS = ("input", "output_summarize", "output_predict")
 SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)")  # split after . ! ? and keep the space with the next sentence

@@ -37,7 +37,8 @@ scores = encoder.encode_queries(["a query"]) @ encoder.encode_corpus(["a passage
     "sentence-transformers": """from sentence_transformers import SentenceTransformer
 
 # trust_remote_code: sentence-transformers >= 6 asks it for any module class outside its own package;
-# the class is llara.st_module.LlaraModule from the installed llara, nothing is read from this folder.
+# the class is llara.integrations.sentence_transformers.LlaraModule from the installed llara;
+# nothing is read from this folder.
 model = SentenceTransformer("{path}", trust_remote_code=True)
 scores = model.encode_query(["a query"]) @ model.encode_document(["a passage"]).T""",
 }
@@ -75,7 +76,7 @@ def write_folder(encoder, folder: Path, fmt: str) -> None:
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.base.modules import Normalize
 
-        from llara.st_module import SIDE_MARKERS, LlaraModule
+        from llara.integrations.sentence_transformers import SIDE_MARKERS, LlaraModule
 
         module = LlaraModule(encoder.model, encoder.tokenizer, **encoder.config(), training=encoder.training)
         st = SentenceTransformer(
@@ -114,7 +115,7 @@ def export(
     **encoder_kwargs,
 ) -> Path:
     """Load `model` (built-in name, GGUF, HF folder or LoRA adapter folder, merged) and export it."""
-    from llara.encoder import LlaraEncoder
+    from llara.inference.encoder import LlaraEncoder
 
     if fmt not in FORMATS:
         raise LlaraError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llara.data.io import write_jsonl
 from llara.errors import LlaraError
-from llara.prompts import format_document
+from llara.modeling.prompts import format_document
 from llara.retrieval.runs import Run
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def retrieve(model: str, data, k: int, batch_size: int = 32, **encoder_kwargs) -
     if model == "bm25":
         result = evaluate_bm25(data, k=k)
     else:
-        from llara.encoder import LlaraEncoder
+        from llara.inference.encoder import LlaraEncoder
 
         result = evaluate_dense(LlaraEncoder.from_pretrained(model, **encoder_kwargs), data, k=k, batch_size=batch_size)
     return result.run, result.metrics

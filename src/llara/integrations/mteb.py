@@ -66,7 +66,7 @@ class MTEBEncoderMixin:
 
 def beir_retrieval_task(folder: str | Path, name: str = "LlaraBeirRetrieval", split: str = "test"):
     """An MTEB retrieval task over a local BEIR folder (read with llara's own validating reader): no hub,
-    no network. E.g. ``beir_retrieval_task(llara.datasets.write_arxiv_beir(dir))`` for the shipped arXiv set."""
+    no network. E.g. ``beir_retrieval_task(llara.data.arxiv.write_arxiv_beir(dir))`` for the shipped arXiv set."""
     from datasets import Dataset
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData

@@ -14,15 +14,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llara.compat import cpu_runs_bf16
 from llara.errors import LlaraError
-from llara.model_config import (
+from llara.integrations.mteb import MTEBEncoderMixin, input_texts
+from llara.modeling.config import (
     DEFAULT_PASSAGE_MAX_LENGTH,
     DEFAULT_QUERY_MAX_LENGTH,
     DEFAULT_RECIPE,
     ModelConfig,
 )
-from llara.models import load_model, model_fingerprint
-from llara.mteb_support import MTEBEncoderMixin, input_texts
-from llara.prompts import PromptBuilder, add_special_tokens, format_document, get_recipe, pool
+from llara.modeling.loading import load_model, model_fingerprint
+from llara.modeling.prompts import PromptBuilder, add_special_tokens, format_document, get_recipe, pool
 
 log = logging.getLogger(__name__)
 

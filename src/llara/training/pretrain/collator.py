@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from llara.prompts import PromptBuilder
+from llara.modeling.prompts import PromptBuilder
 
 
 class PretrainCollator:

@@ -1,4 +1,4 @@
-"""Contrastive fine-tuning on the shared training machinery (llara.training, HF Trainer).
+"""Contrastive fine-tuning on the shared training machinery (llara.training.common, HF Trainer).
 
 ContrastiveTrainer only adds what is specific to retrieval: the InfoNCE loss over query and passage
 embeddings, negatives gathered across ranks, and the GradCache training step. LoRA, special-token
@@ -17,12 +17,9 @@ from transformers import TrainerCallback
 
 from llara import compat
 from llara.errors import LlaraError
-from llara.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
-from llara.finetune.loss import embed, grad_cache_step, info_nce
-from llara.memory import ModelShape, available_memory, device_of_rank, plan_finetune
-from llara.model_config import ModelConfig
-from llara.prompts import PromptBuilder, get_recipe
-from llara.training import (
+from llara.modeling.config import ModelConfig
+from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.training.common import (
     LlaraTrainer,
     TrainOptions,
     checkpoint_step,
@@ -34,6 +31,9 @@ from llara.training import (
     training_arguments,
     use_bf16,
 )
+from llara.training.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
+from llara.training.finetune.loss import embed, grad_cache_step, info_nce
+from llara.training.memory import ModelShape, available_memory, device_of_rank, plan_finetune
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def finetune(
     trust_remote_code: bool = False,
 ) -> dict:
     """Fine-tune `model` on query/pos/neg rows and save a merged HF folder at opts.output."""
-    from llara.models import load_model
+    from llara.modeling.loading import load_model
 
     compat.check_training_stack()
     opts.validate()
