@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llara.data.beir import format_document
 from llara.inference.encoder import LlaraEncoder
 from llara.modeling.loading import resolve_model
-from llara.modeling.prompts import format_document
 
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi" / "corpus.jsonl"
 

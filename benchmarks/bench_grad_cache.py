@@ -29,11 +29,12 @@ def one_step(model_name: str, batch: int, chunk: int | None, query_len: int, pas
 
     import torch
 
+    from llara.modeling.embedder import embed
     from llara.modeling.loading import load_model
     from llara.modeling.prompts import PromptBuilder, get_recipe
     from llara.training.common import TrainOptions, prepare_model
     from llara.training.finetune.data import ContrastiveCollator
-    from llara.training.finetune.loss import embed, grad_cache_step, info_nce
+    from llara.training.finetune.loss import grad_cache_step, info_nce
 
     torch.manual_seed(0)
     model, tokenizer = load_model(model_name)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from llara.inference.encoder import autocast_dtype
 from llara.modeling.loading import load_model
+from llara.modeling.precision import autocast_dtype
 from llara.modeling.prompts import PromptBuilder, get_recipe
 from llara.training.common import TrainOptions, prepare_model, special_token_ids
 from llara.training.pretrain.collator import PretrainCollator

@@ -10,10 +10,11 @@ import sys
 
 import torch
 
+from llara.modeling.embedder import embed
 from llara.modeling.loading import load_model
 from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
 from llara.training.finetune.data import ContrastiveCollator
-from llara.training.finetune.loss import embed, info_nce
+from llara.training.finetune.loss import info_nce
 
 QUERIES = ["what is dense retrieval", "how to index a library", "query language model", "the next sentence"]
 GROUPS = [

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from llara.modeling.embedder import embed
 from llara.modeling.loading import load_model
 from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
 from llara.training.finetune.data import ContrastiveCollator
-from llara.training.finetune.loss import embed, grad_cache_step, info_nce
+from llara.training.finetune.loss import grad_cache_step, info_nce
 from tests.finetune_ddp_worker import GROUPS, QUERIES, step
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from llara.data.beir import load_beir
 from llara.errors import LlaraError
-from llara.evaluation import evaluate_bm25, evaluate_dense, evaluate_hybrid, tuning_split
+from llara.evaluation import evaluate_bm25, evaluate_dense, evaluate_hybrid, tune_weight, tuning_split
 from llara.retrieval.fusion import (
     Fusion,
     fuse,
@@ -18,7 +18,6 @@ from llara.retrieval.fusion import (
     min_max,
     reciprocal_rank_fusion,
     score_fusion,
-    tune_weight,
 )
 from llara.retrieval.runs import read_trec_run
 from tests.conftest import WORDS, write_beir

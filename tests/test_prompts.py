@@ -1,9 +1,11 @@
 import pytest
 import torch
 
+from llara.data.beir import format_document
 from llara.errors import LlaraError
+from llara.modeling.embedder import pool
 from llara.modeling.loading import load_model
-from llara.modeling.prompts import RECIPES, SPECIAL_TOKENS, PromptBuilder, add_special_tokens, format_document, pool
+from llara.modeling.prompts import RECIPES, SPECIAL_TOKENS, PromptBuilder, add_special_tokens
 
 
 @pytest.fixture(scope="module")

@@ -89,9 +89,9 @@ class Setup:
 
 
 def make_setup(tmp: Path, model: Path, data: Path) -> Setup:
+    from llara.data.beir import format_document
     from llara.inference.corpus import encode_corpus_file
     from llara.inference.encoder import LlaraEncoder
-    from llara.modeling.prompts import format_document
     from llara.retrieval.index import build_index
 
     lines = (data / "corpus.jsonl").read_text().splitlines()[:DOCS]

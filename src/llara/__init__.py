@@ -1,8 +1,7 @@
 """llara: turn any decoder-only LLM into a dense retriever with LLaRA (EBAE + EBAR)."""
 
 from llara.errors import LlaraError
-
-__version__ = "0.1.0"
+from llara.version import __version__
 __all__ = ["LlaraEncoder", "LlaraError", "__version__"]
 
 

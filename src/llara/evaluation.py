@@ -60,13 +60,10 @@ def _scored(run: Run, qrels: dict[str, dict[str, int]], timings: dict[str, float
 
 
 def evaluate_bm25(data: BeirDataset, k: int = 1000) -> Evaluation:
-    from llara.modeling.prompts import format_document  # here, not above: it imports torch, which compare needs not
     from llara.retrieval.bm25 import BM25
 
     t0 = time.perf_counter()
-    doc_ids = list(data.corpus)
-    bm25 = BM25(doc_ids, [format_document(data.corpus[d]) for d in doc_ids])
-    run = bm25.search(list(data.queries), list(data.queries.values()), k=k)
+    run = BM25.from_corpus(data.corpus).search(list(data.queries), list(data.queries.values()), k=k)
     return _scored(run, data.qrels, {"search_s": time.perf_counter() - t0})
 
 
@@ -79,33 +76,9 @@ def evaluate_dense(
     max_tokens_per_batch: int | None = None,
 ) -> Evaluation:
     """Encode corpus and queries, exact inner-product FAISS search, score the top k."""
-    from llara.retrieval.dense import flat_index, search, to_run
+    from llara.retrieval.dense import exact_run
 
-    doc_ids = list(data.corpus)
-    t0 = time.perf_counter()
-    doc_emb = encoder.encode_corpus(
-        [data.corpus[d] for d in doc_ids],
-        batch_size=batch_size,
-        show_progress_bar=show_progress_bar,
-        max_tokens_per_batch=max_tokens_per_batch,
-    )
-    t1 = time.perf_counter()
-    q_emb = encoder.encode_queries(
-        list(data.queries.values()),
-        batch_size=batch_size,
-        show_progress_bar=show_progress_bar,
-        max_tokens_per_batch=max_tokens_per_batch,
-    )
-    t2 = time.perf_counter()
-    scores, rows = search(flat_index(doc_emb), q_emb, k)
-    run = to_run(list(data.queries), doc_ids, scores, rows)
-    t3 = time.perf_counter()
-    timings = {
-        "encode_corpus_s": t1 - t0,
-        "encode_queries_s": t2 - t1,
-        "search_s": t3 - t2,
-        "docs_per_s": len(doc_ids) / max(t1 - t0, 1e-9),
-    }
+    run, timings = exact_run(encoder, data.corpus, data.queries, k, batch_size, show_progress_bar, max_tokens_per_batch)
     return _scored(run, data.qrels, timings)
 
 
@@ -138,7 +111,7 @@ def evaluate_hybrid(
     on `fusion`."""
     from dataclasses import replace
 
-    from llara.retrieval.fusion import fuse, tune_weight
+    from llara.retrieval.fusion import fuse
 
     if (tune is None) != (fusion.tune_on is None) or (tune is not None and tune.split == data.split):
         raise ValueError("pass tune=tuning_split(data, fusion)")
@@ -179,3 +152,24 @@ def evaluate_hybrid(
     components = {"bm25": score_run(sparse.run, data.qrels), "dense": score_run(dense.run, data.qrels)}
     result.info = {"fusion": {**fusion.to_dict(), **info, "components": components}}
     return result
+
+
+def tune_weight(
+    bm25: Run,
+    dense: Run,
+    qrels: dict[str, dict[str, int]],
+    metric: str = "nDCG@10",
+    grid: tuple[float, ...] | None = None,
+    k: int = 1000,
+) -> tuple[float, dict[str, float]]:
+    """The dense weight of score fusion with the best mean `metric` on `qrels` (which must not be the
+    evaluated split's); ties go to the weight nearest 0.5. Returns (weight, {weight: metric})."""
+    from llara.retrieval.fusion import WEIGHT_GRID, Fusion, fuse
+
+    grid = grid or WEIGHT_GRID
+    found = {}
+    for w in grid:
+        run = fuse(bm25, dense, Fusion("score", w), k)
+        found[w] = score_run(run, qrels, (metric,))[metric]
+    best = min(grid, key=lambda w: (-found[w], abs(w - 0.5)))
+    return best, {f"{w:g}": v for w, v in found.items()}

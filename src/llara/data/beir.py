@@ -279,3 +279,11 @@ def load_split(data: BeirDataset, split: str) -> BeirDataset:
     queries = {qid: all_queries[qid] for qid in all_queries if qid in qrels}
     stats = {"documents": len(data.corpus), "queries": len(queries), "judgements": sum(map(len, qrels.values()))}
     return BeirDataset(data.corpus, queries, qrels, data.path, split, stats)
+
+
+def format_document(doc: dict | str) -> str:
+    """A corpus document as text: BEIR's title + text, or the string itself."""
+    if isinstance(doc, str):
+        return doc
+    title, text = (doc.get("title") or "").strip(), (doc.get("text") or "").strip()
+    return f"{title} {text}" if title else text

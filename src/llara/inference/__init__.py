@@ -1,1 +1,1 @@
-
+"""Using a model: LlaraEncoder, corpus encoding to disk, and explain."""

@@ -12,42 +12,39 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from llara.compat import cpu_runs_bf16
+from llara.data.beir import format_document
 from llara.errors import LlaraError
-from llara.integrations.mteb import MTEBEncoderMixin, input_texts
 from llara.modeling.config import (
     DEFAULT_PASSAGE_MAX_LENGTH,
     DEFAULT_QUERY_MAX_LENGTH,
     DEFAULT_RECIPE,
     ModelConfig,
 )
+from llara.modeling.embedder import embed
 from llara.modeling.loading import load_model, model_fingerprint
-from llara.modeling.prompts import PromptBuilder, add_special_tokens, format_document, get_recipe, pool
+from llara.modeling.precision import autocast_dtype
+from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+def input_texts(inputs: Iterable) -> list[str]:
+    """A list of strings from a list of strings, or from MTEB's DataLoader of ``{"text": [...]}`` batches."""
+    texts: list[str] = []
+    for item in inputs:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict) and "text" in item:
+            batch = item["text"]
+            texts.extend([batch] if isinstance(batch, str) else batch)
+        else:
+            raise TypeError(f"cannot encode a {type(item).__name__}; pass strings (or MTEB text batches)")
+    return texts
 
 
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return cpu_runs_bf16()
-    return False
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype to autocast to, or None for plain fp32."""
-    if precision not in PRECISIONS:
-        raise LlaraError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or bf16_supported(device):
-        return torch.bfloat16
-    return None
+def _as_matrix(x) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
+    return t.unsqueeze(0) if t.ndim == 1 else t
 
 
 def side_of(prompt_type) -> str:
@@ -60,8 +57,10 @@ def side_of(prompt_type) -> str:
     raise LlaraError(f"unknown prompt type {value!r}; use 'query' or 'passage'")
 
 
-class LlaraEncoder(MTEBEncoderMixin):  # the mixin adds MTEB's similarity + mteb_model_meta
-    """Embeds queries and passages with a LLaRA recipe.
+class LlaraEncoder:
+    """Embeds queries and passages with a LLaRA recipe. Speaks the sentence-transformers / BEIR
+    (`encode`, `encode_queries`, `encode_corpus`) and MTEB 2 (`encode(..., prompt_type=)`,
+    `similarity`, `mteb_model_meta`) protocols.
 
     >>> enc = LlaraEncoder.from_pretrained("smollm2")  # doctest: +SKIP
     >>> enc.encode_queries(["what is dense retrieval?"]).shape  # doctest: +SKIP
@@ -97,8 +96,6 @@ class LlaraEncoder(MTEBEncoderMixin):  # the mixin adds MTEB's similarity + mteb
         self.max_length = {"query": query_max_length, "passage": passage_max_length}
         self.precision = precision
         self.amp_dtype = autocast_dtype(precision, self.device)
-        # The transformer body without the LM head: encoding never needs vocabulary logits.
-        self.backbone = getattr(model, model.base_model_prefix, model)
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -213,8 +210,7 @@ class LlaraEncoder(MTEBEncoderMixin):  # the mixin adds MTEB's similarity + mteb
         with torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         ):
-            hidden = self.backbone(**inputs).last_hidden_state
-        return pool(hidden.float(), inputs["attention_mask"], self.recipe).cpu()
+            return embed(self.model, inputs, self.recipe, normalize=False).cpu()
 
     def encode_queries(self, queries: Sequence[str], batch_size: int = 32, **kwargs) -> np.ndarray:
         """Queries take the EBAR ("predict the next passage") prompt."""
@@ -223,3 +219,33 @@ class LlaraEncoder(MTEBEncoderMixin):  # the mixin adds MTEB's similarity + mteb
     def encode_corpus(self, corpus: Sequence[dict | str], batch_size: int = 32, **kwargs) -> np.ndarray:
         """Documents (BEIR dicts with title/text, or strings) take the EBAE ("summarize") prompt."""
         return self.encode([format_document(d) for d in corpus], batch_size=batch_size, side="passage", **kwargs)
+
+    # ------------------------------------------------------------------------------------- MTEB
+    def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
+        """Cosine similarity matrix (what the retriever scores with: embeddings are L2-normalised)."""
+        a = torch.nn.functional.normalize(_as_matrix(embeddings1), dim=-1)
+        b = torch.nn.functional.normalize(_as_matrix(embeddings2), dim=-1)
+        return a @ b.T
+
+    def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
+        a = torch.nn.functional.normalize(_as_matrix(embeddings1), dim=-1)
+        b = torch.nn.functional.normalize(_as_matrix(embeddings2), dim=-1)
+        return (a * b).sum(-1)
+
+    @property
+    def mteb_model_meta(self):
+        """MTEB's model metadata (mteb is imported only when MTEB asks for it)."""
+        from mteb.models.model_meta import ModelMeta
+
+        source = Path(str(getattr(self.model.config, "name_or_path", "") or "model")).name or "model"
+        return ModelMeta.create_empty(
+            {
+                "name": f"llara/{source}-{self.recipe.name}",
+                "revision": self.fingerprint(),
+                "embed_dim": self.dim,
+                "max_tokens": self.max_length["passage"],
+                "similarity_fn_name": "cosine",
+                "framework": ["PyTorch"],
+                "open_weights": True,
+            }
+        )

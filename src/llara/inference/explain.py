@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from llara.modeling.prompts import SIDES, pool
+from llara.modeling.embedder import last_hidden_state, pool
+from llara.modeling.prompts import SIDES
 
 
 @dataclass
@@ -82,7 +83,7 @@ def vocabulary_distributions(encoder, texts: list[str], side: str) -> tuple[torc
     inputs = {k: v.to(encoder.device) for k, v in encoder.prompts.pad(sequences).items()}
     amp = encoder.amp_dtype
     with torch.autocast(encoder.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        hidden = encoder.backbone(**inputs).last_hidden_state
+        hidden = last_hidden_state(encoder.model, inputs)
         head = encoder.model.get_output_embeddings()
         if recipe.pooling == "last":
             # Left padding puts every text's pooled positions at the end of the row.

@@ -1,1 +1,1 @@
-
+"""llara inside other tools: sentence-transformers, MTEB, and exported model folders."""

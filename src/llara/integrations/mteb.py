@@ -1,67 +1,13 @@
-"""What LlaraEncoder needs to satisfy MTEB's EncoderProtocol (mteb >= 2), and an offline MTEB task.
+"""An offline MTEB retrieval task over a local BEIR folder.
 
-MTEB 2 calls ``encode(DataLoader of {"text": [...]} batches, task_metadata=..., hf_split=...,
-hf_subset=..., prompt_type=PromptType.query | document)``, scores with ``similarity`` and reads
-``mteb_model_meta``. `mteb` itself is imported only when MTEB asks for the metadata or a task is built.
+LlaraEncoder itself speaks MTEB 2's EncoderProtocol (``encode(DataLoader, prompt_type=...)``,
+``similarity``, ``mteb_model_meta``); this module builds the task side. `mteb` is imported only
+when a task is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
-
-import numpy as np
-import torch
-
-
-def input_texts(inputs: Iterable) -> list[str]:
-    """A list of strings from a list of strings, or from MTEB's DataLoader of ``{"text": [...]}`` batches."""
-    texts: list[str] = []
-    for item in inputs:
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, dict) and "text" in item:
-            batch = item["text"]
-            texts.extend([batch] if isinstance(batch, str) else batch)
-        else:
-            raise TypeError(f"cannot encode a {type(item).__name__}; pass strings (or MTEB text batches)")
-    return texts
-
-
-def _as_tensor(x) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
-    return t.unsqueeze(0) if t.ndim == 1 else t
-
-
-class MTEBEncoderMixin:
-    """Cosine similarity (embeddings are L2-normalised, so the inner product) and MTEB model metadata."""
-
-    def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
-        a = torch.nn.functional.normalize(_as_tensor(embeddings1), dim=-1)
-        b = torch.nn.functional.normalize(_as_tensor(embeddings2), dim=-1)
-        return a @ b.T
-
-    def similarity_pairwise(self, embeddings1, embeddings2) -> torch.Tensor:
-        a = torch.nn.functional.normalize(_as_tensor(embeddings1), dim=-1)
-        b = torch.nn.functional.normalize(_as_tensor(embeddings2), dim=-1)
-        return (a * b).sum(-1)
-
-    @property
-    def mteb_model_meta(self):
-        from mteb.models.model_meta import ModelMeta
-
-        source = Path(str(getattr(self.model.config, "name_or_path", "") or "model")).name or "model"
-        return ModelMeta.create_empty(
-            {
-                "name": f"llara/{source}-{self.recipe.name}",
-                "revision": self.fingerprint(),
-                "embed_dim": self.dim,
-                "max_tokens": self.max_length["passage"],
-                "similarity_fn_name": "cosine",
-                "framework": ["PyTorch"],
-                "open_weights": True,
-            }
-        )
 
 
 def beir_retrieval_task(folder: str | Path, name: str = "LlaraBeirRetrieval", split: str = "test"):

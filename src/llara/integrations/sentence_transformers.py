@@ -3,8 +3,9 @@
 LLaRA prompts are prefix + text + suffix, and queries and passages take different suffixes; plain
 sentence-transformers prompts are prefixes only, and its Pooling has no "mean of the last 8 tokens".
 So the exported folder names this module (``llara.integrations.sentence_transformers.LlaraModule``)
-in its modules.json. It builds ids with llara's own PromptBuilder (only the text is truncated, so the suffix survives),
-left-pads with real-token position ids, and pools with llara's own `pool`, hence the same numbers.
+in its modules.json. It builds ids with llara's own PromptBuilder (only the text is truncated, so the
+suffix survives), left-pads with real-token position ids, and runs llara's one embedding forward
+(llara.modeling.embedder), hence the same numbers.
 
 Which side a text takes: ``encode_query`` / ``encode_document`` (ST passes ``task``), or
 ``prompt_name="query" | "document"`` (the saved prompts are side markers, not text).
@@ -20,7 +21,8 @@ import torch
 from sentence_transformers.base.modules import InputModule
 
 from llara.modeling.config import CONFIG_NAME, ModelConfig
-from llara.modeling.prompts import PromptBuilder, get_recipe, pool
+from llara.modeling.embedder import last_hidden_state, pool
+from llara.modeling.prompts import PromptBuilder, get_recipe
 
 # Saved as the model's ST prompts; preprocess() maps them back to a side and never prepends them.
 SIDE_MARKERS = {"query": "<llara:query>", "document": "<llara:passage>"}
@@ -91,9 +93,8 @@ class LlaraModule(InputModule):
         return self.prompts.pad(self.prompts.build(list(inputs), side, max_length))
 
     def forward(self, features: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
-        backbone = getattr(self.auto_model, self.auto_model.base_model_prefix, self.auto_model)
         inputs = {k: features[k] for k in ("input_ids", "attention_mask", "position_ids")}
-        hidden = backbone(**inputs).last_hidden_state
+        hidden = last_hidden_state(self.auto_model, inputs)
         features["token_embeddings"] = hidden
         features["sentence_embedding"] = pool(hidden.float(), features["attention_mask"], self._recipe)
         return features

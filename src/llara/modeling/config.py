@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from llara import __version__
+from llara.version import __version__
 from llara.errors import LlaraError
 
 CONFIG_NAME = "llara.json"

@@ -115,14 +115,6 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     raise LlaraError("the tokenizer has no pad, unk or eos token to pad with")
 
 
-def format_document(doc: dict | str) -> str:
-    """A corpus document as text: BEIR's title + text, or the string itself."""
-    if isinstance(doc, str):
-        return doc
-    title, text = (doc.get("title") or "").strip(), (doc.get("text") or "").strip()
-    return f"{title} {text}" if title else text
-
-
 class PromptBuilder:
     """Turns texts into model inputs for one recipe and tokenizer (left padding)."""
 
@@ -197,13 +189,3 @@ class PromptBuilder:
                 mask[i, width - len(seq) :] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """The recipe's embedding from last-layer states of a left-padded batch [B, L, H] -> [B, H]."""
-    if recipe.pooling == "last":
-        return hidden[:, -recipe.pool_tokens :, :].mean(dim=1)
-    if recipe.pooling == "mean":
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-    raise ValueError(f"unknown pooling {recipe.pooling}")

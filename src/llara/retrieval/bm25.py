@@ -22,7 +22,7 @@ class BM25:
     @classmethod
     def from_corpus(cls, corpus: dict[str, dict[str, str]]) -> BM25:
         """Index a BEIR corpus (doc id -> {"title", "text"}) as `llara evaluate --method bm25` does."""
-        from llara.modeling.prompts import format_document
+        from llara.data.beir import format_document
 
         return cls(list(corpus), [format_document(doc) for doc in corpus.values()])
 

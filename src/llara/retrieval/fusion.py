@@ -7,7 +7,8 @@ Two methods, both per query over each run's top k:
   and fixed: nothing is tuned, so nothing can be tuned on test judgements.
 - normalised score fusion: each run's scores min-max normalised per query to [0, 1], then
   weight * dense + (1 - weight) * bm25, a document a run lacks counting 0 there. The weight is given
-  (default 0.5) or picked on another split's judgements (`tune_weight`), never the evaluated one.
+  (default 0.5) or picked on another split's judgements (llara.evaluation.tune_weight), never the
+  evaluated one.
 
 Written here with plain Python rather than ranx.fuse: on the tests' two runs, ranx 0.3.21 gives
 the same RRF scores and the same min-max fusion (except that it maps a query's all-equal scores to
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 RRF_K = 60
 FUSIONS = ("rrf", "score")
-WEIGHT_GRID = tuple(i / 10 for i in range(11))  # dense weights tried by tune_weight
+WEIGHT_GRID = tuple(i / 10 for i in range(11))  # dense weights tried by llara.evaluation.tune_weight
 
 
 def ranked(scores: dict[str, float]) -> list[str]:
@@ -122,26 +123,6 @@ def fuse(bm25: Run, dense: Run, fusion: Fusion, k: int = 1000) -> Run:
     else:
         fused = score_fusion([bm25, dense], [1.0 - fusion.weight, fusion.weight])
     return top_k(fused, k)
-
-
-def tune_weight(
-    bm25: Run,
-    dense: Run,
-    qrels: dict[str, dict[str, int]],
-    metric: str = "nDCG@10",
-    grid: tuple[float, ...] = WEIGHT_GRID,
-    k: int = 1000,
-) -> tuple[float, dict[str, float]]:
-    """The dense weight of score fusion with the best mean `metric` on `qrels` (which must not be the
-    evaluated split's); ties go to the weight nearest 0.5. Returns (weight, {weight: metric})."""
-    from llara.evaluation import score_run
-
-    found = {}
-    for w in grid:
-        run = fuse(bm25, dense, Fusion("score", w), k)
-        found[w] = score_run(run, qrels, (metric,))[metric]
-    best = min(grid, key=lambda w: (-found[w], abs(w - 0.5)))
-    return best, {f"{w:g}": v for w, v in found.items()}
 
 
 def fusion_options(

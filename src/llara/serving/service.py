@@ -71,8 +71,7 @@ class Service:
             self._load_corpus(Path(corpus), explicit=opts.corpus is not None)
 
     def _load_corpus(self, path: Path, explicit: bool) -> None:
-        from llara.data.beir import read_corpus
-        from llara.modeling.prompts import format_document
+        from llara.data.beir import format_document, read_corpus
         from llara.retrieval.bm25 import BM25
 
         if not explicit and not path.is_file():

@@ -38,8 +38,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from llara import compat
 from llara.data.io import atomic_dir, write_json
 from llara.errors import LlaraError
-from llara.inference.encoder import bf16_supported
 from llara.modeling.config import ModelConfig
+from llara.modeling.precision import bf16_supported
 from llara.modeling.prompts import Recipe, add_special_tokens
 
 log = logging.getLogger(__name__)

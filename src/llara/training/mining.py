@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llara.data.beir import format_document
 from llara.data.io import write_jsonl
 from llara.errors import LlaraError
-from llara.modeling.prompts import format_document
 from llara.retrieval.runs import Run
 
 log = logging.getLogger(__name__)
@@ -43,21 +43,20 @@ class MineSummary:
     negatives: int = 0
     short: int = 0  # rows with fewer negatives than asked (small corpus or narrow range)
     skipped: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------- mine
-def retrieve(model: str, data, k: int, batch_size: int = 32, **encoder_kwargs) -> tuple[Run, dict[str, float]]:
-    """Top-k run for every judged query: BM25 or a dense model through the evaluation harness."""
-    from llara.evaluation import evaluate_bm25, evaluate_dense
-
+def retrieve(model: str, data, k: int, batch_size: int = 32, **encoder_kwargs) -> Run:
+    """Top-k run for every query of `data`: BM25, or a dense model with exact search."""
     if model == "bm25":
-        result = evaluate_bm25(data, k=k)
-    else:
-        from llara.inference.encoder import LlaraEncoder
+        from llara.retrieval.bm25 import BM25
 
-        result = evaluate_dense(LlaraEncoder.from_pretrained(model, **encoder_kwargs), data, k=k, batch_size=batch_size)
-    return result.run, result.metrics
+        return BM25.from_corpus(data.corpus).search(list(data.queries), list(data.queries.values()), k=k)
+    from llara.inference.encoder import LlaraEncoder
+    from llara.retrieval.dense import exact_run
+
+    encoder = LlaraEncoder.from_pretrained(model, **encoder_kwargs)
+    return exact_run(encoder, data.corpus, data.queries, k, batch_size)[0]
 
 
 def mine(
@@ -77,9 +76,9 @@ def mine(
     # validates before anything is written; empty documents and queries are left out (and counted):
     # a training row needs text, so they are neither queries, positives nor negatives
     data = load_beir(data_dir, split, training=True)
-    run, metrics = retrieve(model, data, k=hi, **encoder_kwargs)
+    run = retrieve(model, data, k=hi, **encoder_kwargs)
     rng = random.Random(seed)
-    summary = MineSummary(metrics=metrics)
+    summary = MineSummary()
     rows = []
     for qid, query in data.queries.items():
         judged_pos = {d for d, rel in data.qrels[qid].items() if rel > 0}

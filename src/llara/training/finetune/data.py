@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from llara.data.beir import format_document
 from llara.data.io import Odd, bad_rows, get_str, iter_records
 from llara.errors import LlaraError
-from llara.modeling.prompts import PromptBuilder, format_document
+from llara.modeling.prompts import PromptBuilder
 
 log = logging.getLogger(__name__)
 

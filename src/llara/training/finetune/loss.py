@@ -14,15 +14,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from llara.modeling.prompts import Recipe, pool
-
-
-def embed(model: torch.nn.Module, inputs: dict[str, torch.Tensor], recipe: Recipe) -> torch.Tensor:
-    """L2-normalised recipe embeddings [B, H]. Goes through the (DDP/PEFT-wrapped) model's own forward
-    so DDP and LoRA hooks run; logits_to_keep=1 keeps the LM head off all but one position."""
-    out = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-    return F.normalize(pool(out.hidden_states[-1], inputs["attention_mask"], recipe).float(), dim=-1)
-
 
 def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from llara import compat
 from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
+from llara.modeling.embedder import embed
 from llara.modeling.prompts import PromptBuilder, get_recipe
 from llara.training.common import (
     LlaraTrainer,
@@ -32,7 +33,7 @@ from llara.training.common import (
     use_bf16,
 )
 from llara.training.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
-from llara.training.finetune.loss import embed, grad_cache_step, info_nce
+from llara.training.finetune.loss import grad_cache_step, info_nce
 from llara.training.memory import ModelShape, available_memory, device_of_rank, plan_finetune
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""EBAE + EBAR adaptation on plain text (`llara pretrain`)."""
