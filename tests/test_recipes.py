@@ -285,3 +285,44 @@ def test_index_records_a_user_recipe_so_search_needs_no_file(tiny_model_dir, tmp
     assert max(run["q"], key=run["q"].get) == f"d{best}" and run["q"][f"d{best}"] == pytest.approx(scores[0, best])
     with pytest.raises(LlaraError, match="recipe"):  # the same model with another recipe is refused
         index.check_encoder(LlaraEncoder.from_pretrained(tiny_model_dir, recipe="repllama", device="cpu"))
+
+
+SHARED_PREFIX = """
+name = "short"
+passage = "text: {text} summary: <e1>"
+query = "text: {text} next: <e2>"
+special_tokens = ["<e1>", "<e2>"]
+pooling = "last"
+"""
+
+
+def test_pretrain_then_finetune_keep_a_user_recipe(tiny_model_dir, tmp_path):
+    text = "The library is a system of information. A dense passage retrieval model embeds text.\n\n" * 6
+    corpus = write(tmp_path, "corpus.txt", text)
+    path = write(tmp_path, "short.toml", SHARED_PREFIX)
+    recipe = load_recipe(path)
+    pt, ft = tmp_path / "pt", tmp_path / "ft"
+    res = run_cli("pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--output", pt, "--recipe", path,
+                  "--max-steps", "2", "--batch-size", "2", "--chunk-tokens", "72", "--precision", "fp32")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    path.unlink()
+    assert ModelConfig.load(pt).recipe_spec == recipe
+    rows = [{"query": f"what is {w}", "pos": [f"{w} retrieval index"], "neg": ["library"]} for w in ("a", "b", "c")]
+    train = write(tmp_path, "train.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    res = run_cli("finetune", "--model", pt, "--train", train, "--output", ft, "--max-steps", "1",
+                  "--group-size", "2", "--precision", "fp32")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    config = ModelConfig.load(ft)
+    assert config.recipe_spec == recipe and [s["stage"] for s in config.training] == ["pretrain", "finetune"]
+    encoder = LlaraEncoder.from_pretrained(ft, device="cpu")
+    assert encoder.recipe == recipe and encoder.prompts.special_ids("query") == [encoder.tokenizer.vocab["<e2>"]]
+
+
+def test_pretraining_refuses_a_recipe_without_a_shared_prefix(tiny_model_dir, tmp_path):
+    from llara.training.pretrain.trainer import check_pretrain_recipe
+
+    path = write(tmp_path, "my_recipe.toml", readme_recipe())
+    with pytest.raises(LlaraError, match=r"my_recipe\.toml: field 'query': .*one shared prefix"):
+        check_pretrain_recipe(load_recipe(path))
+    with pytest.raises(LlaraError, match=r"field 'pooling': .*needs pooling 'last'"):
+        check_pretrain_recipe(load_recipe("mean"))
