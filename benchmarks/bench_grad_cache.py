@@ -31,14 +31,15 @@ def one_step(model_name: str, batch: int, chunk: int | None, query_len: int, pas
 
     from llara.modeling.embedder import embed
     from llara.modeling.loading import load_model
-    from llara.modeling.prompts import PromptBuilder, get_recipe
+    from llara.modeling.prompts import PromptBuilder
+    from llara.modeling.recipes import load_recipe
     from llara.training.common import TrainOptions, prepare_model
     from llara.training.finetune.data import ContrastiveCollator
     from llara.training.finetune.loss import grad_cache_step, info_nce
 
     torch.manual_seed(0)
     model, tokenizer = load_model(model_name)
-    recipe = get_recipe("reference")
+    recipe = load_recipe("reference")
     model = prepare_model(model, tokenizer, recipe, TrainOptions(output=Path("unused"), max_steps=1))
     rng = random.Random(0)
     rows = [(" ".join(rng.choices(WORDS, k=20)), [" ".join(rng.choices(WORDS, k=200))]) for _ in range(batch)]

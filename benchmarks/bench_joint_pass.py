@@ -18,7 +18,8 @@ import torch
 
 from llara.modeling.loading import load_model
 from llara.modeling.precision import autocast_dtype
-from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.modeling.prompts import PromptBuilder
+from llara.modeling.recipes import load_recipe
 from llara.training.common import TrainOptions, prepare_model, special_token_ids
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.data import PretrainDataset
@@ -40,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    recipe = get_recipe(args.recipe)
+    recipe = load_recipe(args.recipe)
     model, tokenizer = load_model(args.model)
     model = prepare_model(model, tokenizer, recipe, TrainOptions(output=Path("unused"), max_steps=1))
     prompts = PromptBuilder(tokenizer, recipe)

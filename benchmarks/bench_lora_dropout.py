@@ -17,7 +17,8 @@ import torch
 from bench_joint_pass import print_speedup  # run as a script, benchmarks/ is on sys.path
 
 from llara.modeling.loading import load_model
-from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.modeling.prompts import PromptBuilder
+from llara.modeling.recipes import load_recipe
 from llara.training.common import TrainOptions, prepare_model, special_token_ids
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.data import PretrainDataset
@@ -36,7 +37,7 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.05)
     args = ap.parse_args()
 
-    recipe = get_recipe("reference")
+    recipe = load_recipe("reference")
     model, tokenizer = load_model(args.model)
     opts = TrainOptions(output=Path("unused"), max_steps=1, lora_dropout=args.dropout)
     model = prepare_model(model, tokenizer, recipe, opts).train()

@@ -22,13 +22,14 @@ import torch
 def joint_pass_check(device: str, dtype: torch.dtype) -> dict:
     from llara.data.arxiv import arxiv_papers
     from llara.modeling.loading import load_model
-    from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+    from llara.modeling.prompts import PromptBuilder, add_special_tokens
+    from llara.modeling.recipes import load_recipe
     from llara.training.common import special_token_ids
     from llara.training.pretrain.collator import PretrainCollator
     from llara.training.pretrain.loss import joint_loss, two_pass_loss
 
     model, tokenizer = load_model("smollm2")
-    recipe = get_recipe("reference")
+    recipe = load_recipe("reference")
     torch.manual_seed(0)
     add_special_tokens(model, tokenizer, recipe)
     prompts = PromptBuilder(tokenizer, recipe)

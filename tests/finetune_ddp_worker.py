@@ -12,7 +12,8 @@ import torch
 
 from llara.modeling.embedder import embed
 from llara.modeling.loading import load_model
-from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.modeling.prompts import PromptBuilder, add_special_tokens
+from llara.modeling.recipes import load_recipe
 from llara.training.finetune.data import ContrastiveCollator
 from llara.training.finetune.loss import info_nce
 
@@ -27,7 +28,7 @@ GROUPS = [
 
 def step(model_dir: str, rank: int = 0, size: int = 1) -> dict:
     model, tokenizer = load_model(model_dir)
-    recipe = get_recipe("reference")
+    recipe = load_recipe("reference")
     torch.manual_seed(0)  # the new special-token rows are drawn at random: same draw everywhere
     add_special_tokens(model, tokenizer, recipe)
     model.train()

@@ -8,7 +8,7 @@ import torch
 from llara.errors import LlaraError
 from llara.inference.encoder import LlaraEncoder
 from llara.integrations.export import export, export_encoder
-from llara.modeling.prompts import SPECIAL_TOKENS
+from llara.modeling.recipes import SPECIAL_TOKENS
 from tests.conftest import run_cli
 
 QUERIES = ["what is dense retrieval", "how do libraries classify books?"]

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from llara.modeling.embedder import embed
 from llara.modeling.loading import load_model
-from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.modeling.prompts import PromptBuilder, add_special_tokens
+from llara.modeling.recipes import load_recipe
 from llara.training.finetune.data import ContrastiveCollator
 from llara.training.finetune.loss import grad_cache_step, info_nce
 from tests.finetune_ddp_worker import GROUPS, QUERIES, step
@@ -34,7 +35,7 @@ def test_info_nce_matches_hand_computed_cross_entropy():
 
 def tiny(tiny_model_dir, dropout: float = 0.0):
     model, tokenizer = load_model(tiny_model_dir)
-    recipe = get_recipe("reference")
+    recipe = load_recipe("reference")
     add_special_tokens(model, tokenizer, recipe)
     model.config.attention_dropout = dropout
     for m in model.modules():  # attention dropout reads the module attribute

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from llara.data.beir import read_corpus, read_qrels, read_queries
 from llara.data.io import iter_jsonl, skip_bad_rows
 from llara.errors import LlaraError
-from llara.modeling.prompts import SIDES, SPECIAL_TOKENS, PromptBuilder
+from llara.modeling.prompts import PromptBuilder
+from llara.modeling.recipes import SIDES, SPECIAL_TOKENS
 from llara.retrieval.runs import read_trec_run, write_trec_run
 from tests.conftest import make_tokenizer
 
@@ -278,10 +279,11 @@ def test_joint_mask_and_positions(builders, lengths, recipe):
 @pytest.fixture(scope="module")
 def tiny_lm(tiny_model_dir):
     from llara.modeling.loading import load_model
-    from llara.modeling.prompts import add_special_tokens, get_recipe
+    from llara.modeling.prompts import add_special_tokens
+    from llara.modeling.recipes import load_recipe
 
     model, tokenizer = load_model(tiny_model_dir)
-    add_special_tokens(model, tokenizer, get_recipe("reference"))
+    add_special_tokens(model, tokenizer, load_recipe("reference"))
     return model.eval(), tokenizer
 
 

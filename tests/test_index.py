@@ -1,7 +1,6 @@
 """Index types on small clustered data, and an index that refuses what it was not built for."""
 
 import json
-from types import SimpleNamespace
 
 import faiss
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 
 from llara.errors import LlaraError
 from llara.inference.corpus import encode_corpus_file
+from llara.modeling.recipes import load_recipe
 from llara.retrieval.index import DenseIndex, IndexParams, build_index
 
 N, DIM = 3000, 32
@@ -26,7 +26,7 @@ class FakeEncoder:
 
     def __init__(self, vectors: np.ndarray, model: str = "m1", recipe: str = "reference") -> None:
         self.vectors, self.dim = vectors, vectors.shape[1]
-        self.recipe = SimpleNamespace(name=recipe)
+        self.recipe = load_recipe(recipe)
         self.max_length = {"query": 64, "passage": 256}
         self.amp_dtype = None
         self._model = model

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from llara.modeling.loading import load_model
-from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.modeling.prompts import PromptBuilder, add_special_tokens
+from llara.modeling.recipes import load_recipe
 from llara.training.common import special_token_ids
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.loss import bow_loss, joint_loss, task_losses, two_pass_loss
@@ -21,7 +22,7 @@ TEXTS = [
 
 def setup(model_dir, recipe_name: str, lm_loss: bool = True):
     model, tokenizer = load_model(model_dir)
-    recipe = get_recipe(recipe_name)
+    recipe = load_recipe(recipe_name)
     torch.manual_seed(0)
     add_special_tokens(model, tokenizer, recipe)
     prompts = PromptBuilder(tokenizer, recipe)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from llara.errors import LlaraError
 from llara.inference.encoder import LlaraEncoder
 from llara.modeling.loading import load_model
-from llara.modeling.prompts import get_recipe
+from llara.modeling.recipes import load_recipe
 from llara.training.common import SPECIAL_PARAM, TrainOptions, param_groups, prepare_model
 from llara.training.pretrain.trainer import run_pretrain
 from tests.conftest import run_cli
@@ -60,7 +60,7 @@ def test_cli_pretrain_writes_a_loadable_model(tiny_model_dir, corpus, tmp_path):
 
 def test_special_tokens_get_their_own_learning_rate(tiny_model_dir, tmp_path):
     model, tokenizer = load_model(tiny_model_dir)
-    model = prepare_model(model, tokenizer, get_recipe("reference"), opts(tmp_path))
+    model = prepare_model(model, tokenizer, load_recipe("reference"), opts(tmp_path))
     groups = param_groups(model, lr=1e-4, special_lr=1e-2, weight_decay=0.0)
     special = [g for g in groups if g["lr"] == 1e-2]
     names = {id(p): n for n, p in model.named_parameters()}

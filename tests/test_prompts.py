@@ -5,7 +5,8 @@ from llara.data.beir import format_document
 from llara.errors import LlaraError
 from llara.modeling.embedder import pool
 from llara.modeling.loading import load_model
-from llara.modeling.prompts import RECIPES, SPECIAL_TOKENS, PromptBuilder, add_special_tokens
+from llara.modeling.prompts import PromptBuilder, add_special_tokens
+from llara.modeling.recipes import RECIPES, SPECIAL_TOKENS
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from llara.inference.encoder import LlaraEncoder
 from llara.modeling.loading import load_model
-from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.modeling.prompts import PromptBuilder, add_special_tokens
+from llara.modeling.recipes import load_recipe
 from llara.testing import make_tiny_model, make_tokenizer
 from llara.training.common import special_token_ids
 from llara.training.pretrain.collator import PretrainCollator
@@ -55,7 +56,7 @@ def bos_model(tmp_path_factory):
     model, tokenizer = load_model(folder)
     assert tokenizer("index")["input_ids"][0] == tokenizer.bos_token_id and tokenizer.pad_token is None
     torch.manual_seed(0)
-    add_special_tokens(model, tokenizer, get_recipe("reference"))
+    add_special_tokens(model, tokenizer, load_recipe("reference"))
     return model.float().eval(), tokenizer
 
 
@@ -181,7 +182,7 @@ LAST = [dict(r, output_predict="") for r in ROWS]  # no example has a next passa
 def test_pretraining_loss_matches_the_reference(bos_model, tmp_path, recipe, rows, stop_words, lm):
     model, tok = bos_model
     cutoff = 72
-    recipe_ = get_recipe(recipe)
+    recipe_ = load_recipe(recipe)
     prompts = PromptBuilder(tok, recipe_)
     exclude = set(tok.all_special_ids) | set(special_token_ids(tok, recipe_))
     collator = PretrainCollator(prompts, exclude, lm_loss=lm)
@@ -204,7 +205,7 @@ def test_pretraining_loss_matches_the_reference(bos_model, tmp_path, recipe, row
 def test_chunk_tokens_bounds_the_joint_row(bos_model, tmp_path):
     """--chunk-tokens is the whole joint row (prefix + text + both suffixes), as the reference's cutoff_len."""
     _, tok = bos_model
-    recipe = get_recipe("reference")
+    recipe = load_recipe("reference")
     collator = PretrainCollator(PromptBuilder(tok, recipe), set(tok.all_special_ids))
     corpus = tmp_path / "c.txt"
     # one long sentence (cut at the budget) and a document of whole sentences (packed below it)

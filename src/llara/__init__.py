@@ -2,6 +2,7 @@
 
 from llara.errors import LlaraError
 from llara.version import __version__
+
 __all__ = ["LlaraEncoder", "LlaraError", "__version__"]
 
 

@@ -137,7 +137,7 @@ def encode_corpus_file(
     lo, hi = shard_rows(total, i, n)
     manifest = {
         "model": encoder.fingerprint(),
-        "recipe": encoder.recipe.name,
+        "recipe": encoder.recipe.record(),  # a built-in's name, a user recipe in full
         "query_max_length": encoder.max_length["query"],
         "passage_max_length": encoder.max_length["passage"],
         "precision": str(encoder.amp_dtype or "float32").removeprefix("torch."),

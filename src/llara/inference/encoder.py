@@ -23,7 +23,8 @@ from llara.modeling.config import (
 from llara.modeling.embedder import embed
 from llara.modeling.loading import load_model, model_fingerprint
 from llara.modeling.precision import autocast_dtype
-from llara.modeling.prompts import PromptBuilder, add_special_tokens, get_recipe
+from llara.modeling.prompts import PromptBuilder, add_special_tokens
+from llara.modeling.recipes import Recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,14 @@ class LlaraEncoder:
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        recipe: str = DEFAULT_RECIPE,
+        recipe: str | os.PathLike | dict | Recipe = DEFAULT_RECIPE,
         query_max_length: int = DEFAULT_QUERY_MAX_LENGTH,
         passage_max_length: int = DEFAULT_PASSAGE_MAX_LENGTH,
         precision: str = "auto",
         device: str | torch.device | None = None,
         training: tuple[dict, ...] = (),
     ) -> None:
-        self.recipe = get_recipe(recipe)
+        self.recipe = load_recipe(recipe)  # a built-in name, a recipe file, recipe data or a Recipe
         self.training = tuple(training)  # the model's training stages, kept when it is saved again
         # HF samples new token rows at random: a fixed seed makes two loads (e.g. a resumed encode) agree.
         with torch.random.fork_rng(devices=[]):
@@ -102,7 +103,7 @@ class LlaraEncoder:
     def from_pretrained(
         cls,
         model: str | os.PathLike,
-        recipe: str | None = None,
+        recipe: str | os.PathLike | dict | Recipe | None = None,
         trust_remote_code: bool = False,
         query_max_length: int | None = None,
         passage_max_length: int | None = None,
@@ -111,13 +112,13 @@ class LlaraEncoder:
         """`model`: a built-in name (``smollm2``), a GGUF file or a HF folder (llara's own included).
 
         The recipe and max lengths come from the model's llara.json (what it was trained with);
-        arguments that are not None override them."""
+        arguments that are not None override them. `recipe`: a built-in name or a .toml/.json recipe file."""
         config = ModelConfig.of(model).override(recipe, query_max_length, passage_max_length)
         hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
         return cls(
             hf_model,
             tokenizer,
-            recipe=config.recipe,
+            recipe=config.recipe_spec,
             query_max_length=config.query_max_length,
             passage_max_length=config.passage_max_length,
             training=config.training,
@@ -131,12 +132,12 @@ class LlaraEncoder:
         self.model_config().save(path)
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(self.recipe.name, self.max_length["query"], self.max_length["passage"], self.training)
+        return ModelConfig(self.recipe, self.max_length["query"], self.max_length["passage"], self.training)
 
     def config(self) -> dict:
-        """Recipe and lengths, as recorded in metrics and index metadata."""
+        """Recipe and lengths, as recorded in metrics and index metadata (a user recipe in full)."""
         return {
-            "recipe": self.recipe.name,
+            "recipe": self.recipe.record(),
             "query_max_length": self.max_length["query"],
             "passage_max_length": self.max_length["passage"],
         }

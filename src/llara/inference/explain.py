@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from llara.modeling.embedder import last_hidden_state, pool
-from llara.modeling.prompts import SIDES
+from llara.modeling.recipes import SIDES
 
 
 @dataclass

@@ -86,7 +86,11 @@ def write_folder(encoder, folder: Path, fmt: str) -> None:
     cfg = encoder.config()
     usage = _USAGE[fmt].format(path=folder.name)
     readme = _README.format(
-        name=folder.name, recipe=cfg["recipe"], q=cfg["query_max_length"], p=cfg["passage_max_length"], usage=usage
+        name=folder.name,
+        recipe=encoder.recipe.name,
+        q=cfg["query_max_length"],
+        p=cfg["passage_max_length"],
+        usage=usage,
     )
     (folder / "README.md").write_text(readme, encoding="utf-8")
 

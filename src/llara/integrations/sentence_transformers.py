@@ -22,7 +22,8 @@ from sentence_transformers.base.modules import InputModule
 
 from llara.modeling.config import CONFIG_NAME, ModelConfig
 from llara.modeling.embedder import last_hidden_state, pool
-from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.modeling.prompts import PromptBuilder
+from llara.modeling.recipes import Recipe, load_recipe
 
 # Saved as the model's ST prompts; preprocess() maps them back to a side and never prepends them.
 SIDE_MARKERS = {"query": "<llara:query>", "document": "<llara:passage>"}
@@ -41,20 +42,21 @@ class LlaraModule(InputModule):
         self,
         model,
         tokenizer,
-        recipe: str = "reference",
+        recipe: str | dict | Recipe = "reference",
         query_max_length: int = 64,
         passage_max_length: int = 256,
         training: tuple[dict, ...] = (),
     ) -> None:
         super().__init__()
-        self.training = tuple(training)
+        # not `self.training`: nn.Module's train/eval flag, which ST's .eval() sets to False
+        self.training_stages = tuple(training)
         self.auto_model = model  # registered as a child, so ST's .to(device) moves it
         self.tokenizer = tokenizer
-        self.recipe = recipe
+        self._recipe = load_recipe(recipe)  # a built-in name, recipe data (a user recipe) or a Recipe
+        self.recipe = self._recipe.record()
         self.query_max_length = query_max_length
         self.passage_max_length = passage_max_length
-        self.prompts = PromptBuilder(tokenizer, recipe)
-        self._recipe = get_recipe(recipe)
+        self.prompts = PromptBuilder(tokenizer, self._recipe)
 
     @property
     def max_seq_length(self) -> int:
@@ -75,8 +77,8 @@ class LlaraModule(InputModule):
         if prompt:
             if prompt not in _MARKER_SIDE:
                 raise ValueError(
-                    f"LLaRA prompts are fixed by the {self.recipe!r} recipe; use prompt_name='query' or 'document' "
-                    f"(or encode_query / encode_document) instead of the prompt {prompt!r}"
+                    f"LLaRA prompts are fixed by the {self._recipe.name!r} recipe; use prompt_name='query' or "
+                    f"'document' (or encode_query / encode_document) instead of the prompt {prompt!r}"
                 )
             return _MARKER_SIDE[prompt]
         if task is None:
@@ -103,7 +105,9 @@ class LlaraModule(InputModule):
         self.auto_model.save_pretrained(output_path, safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(output_path)
         # llara's whole schema, not only ST's config_keys: the folder stays a llara model too.
-        ModelConfig(self.recipe, self.query_max_length, self.passage_max_length, self.training).save(output_path)
+        ModelConfig(self._recipe, self.query_max_length, self.passage_max_length, self.training_stages).save(
+            output_path
+        )
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", model_kwargs: dict | None = None, **kwargs):
@@ -128,4 +132,6 @@ class LlaraModule(InputModule):
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype, torch.float32)
         model, tokenizer = load_model(os.fspath(folder), dtype=dtype)
-        return cls(model, tokenizer, config.recipe, config.query_max_length, config.passage_max_length, config.training)
+        return cls(
+            model, tokenizer, config.recipe_spec, config.query_max_length, config.passage_max_length, config.training
+        )

@@ -6,9 +6,12 @@ the way it was trained: a model fine-tuned at query 32 / passage 128 tokens is e
 unless a command-line flag says otherwise.
 
     {"recipe": "reference", "pooling": "last-8", "query_max_length": 64, "passage_max_length": 256,
+     "recipe_spec": {"name": "reference", "passage": "...", "query": "...", ...},
      "training": [{"stage": "pretrain", ...}, {"stage": "finetune", ...}], "llara_version": "0.1.0"}
 
-Folders written by earlier llara versions (lengths nested under "finetune", or none at all) still load.
+"recipe_spec" is the whole recipe (llara.modeling.recipes' file format), so a model trained with a user's
+recipe file encodes the same way without that file. Folders written by earlier llara versions (no
+recipe_spec, only a built-in's name; lengths nested under "finetune", or none at all) still load.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from llara.version import __version__
 from llara.errors import LlaraError
+from llara.modeling.recipes import BUILTIN_RECIPES, Recipe, builtin_recipe, load_recipe
+from llara.version import __version__
 
 CONFIG_NAME = "llara.json"
 # The one home of the encoding defaults (the reference's query length; passages as in METHOD.md).
@@ -29,23 +33,33 @@ DEFAULT_PASSAGE_MAX_LENGTH = 256
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # Given: anything `load_recipe` takes (a built-in name, a recipe file, recipe data, a Recipe).
+    # Held: the recipe's name here, the recipe itself in `recipe_spec`.
     recipe: str = DEFAULT_RECIPE
     query_max_length: int = DEFAULT_QUERY_MAX_LENGTH
     passage_max_length: int = DEFAULT_PASSAGE_MAX_LENGTH
     training: tuple[dict, ...] = ()  # the training stages, oldest first: {"stage": "pretrain" | "finetune", ...}
     llara_version: str = field(default=__version__)
+    recipe_spec: Recipe | None = None  # filled in from `recipe` unless it already is the recipe of that name
+
+    def __post_init__(self) -> None:
+        spec = self.recipe_spec
+        # A name equal to the held recipe's keeps it (a saved user recipe needs no file); else resolve anew.
+        if not (isinstance(self.recipe, str) and spec is not None and spec.name == self.recipe):
+            spec = load_recipe(self.recipe)
+        object.__setattr__(self, "recipe", spec.name)
+        object.__setattr__(self, "recipe_spec", spec)
 
     @property
     def pooling(self) -> str:
-        from llara.modeling.prompts import get_recipe
-
-        r = get_recipe(self.recipe)
+        r = self.recipe_spec
         return "mean" if r.pooling == "mean" else f"last-{r.pool_tokens}"
 
     def to_dict(self) -> dict:
         return {
             "recipe": self.recipe,
             "pooling": self.pooling,
+            "recipe_spec": self.recipe_spec.to_dict(),
             "query_max_length": self.query_max_length,
             "passage_max_length": self.passage_max_length,
             "training": list(self.training),
@@ -56,7 +70,7 @@ class ModelConfig:
         """This config after one more training stage (and any changed settings), by this llara."""
         return replace(self, training=(*self.training, stage), llara_version=__version__, **changes)
 
-    def override(self, recipe: str | None = None, query_max_length: int | None = None,
+    def override(self, recipe: str | Recipe | None = None, query_max_length: int | None = None,
                  passage_max_length: int | None = None) -> ModelConfig:  # fmt: skip
         """Explicit settings (command-line flags) win over the saved ones; None keeps the saved one."""
         given = {"recipe": recipe, "query_max_length": query_max_length, "passage_max_length": passage_max_length}
@@ -89,8 +103,21 @@ class ModelConfig:
         recipe = data.get("recipe", DEFAULT_RECIPE)
         if not isinstance(recipe, str):
             raise LlaraError(f"expected a recipe name, got {recipe!r}", path, None, "recipe")
+        if data.get("recipe_spec") is not None:  # the recipe itself, validated as a recipe file is
+            spec = Recipe.from_dict(data["recipe_spec"], path, prefix="recipe_spec.")
+            if spec.name != recipe:
+                raise LlaraError(f"names the recipe {recipe!r}, but recipe_spec is {spec.name!r}", path, None, "recipe")
+        elif recipe in BUILTIN_RECIPES:  # written before recipes were saved whole: a built-in's name
+            spec = builtin_recipe(recipe)
+        else:
+            raise LlaraError(
+                f"unknown recipe {recipe!r} and no recipe_spec; built-in recipes: {', '.join(BUILTIN_RECIPES)}",
+                path,
+                None,
+                "recipe",
+            )
         version = data.get("llara_version", "")
-        return cls(recipe=recipe, training=tuple(training), llara_version=str(version), **values)
+        return cls(recipe=recipe, training=tuple(training), llara_version=str(version), recipe_spec=spec, **values)
 
     @classmethod
     def load(cls, folder: str | Path) -> ModelConfig | None:

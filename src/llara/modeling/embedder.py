@@ -8,14 +8,11 @@ tokens sit at the end of every row.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-if TYPE_CHECKING:
-    from llara.modeling.prompts import Recipe
+from llara.modeling.recipes import Recipe
 
 
 def last_hidden_state(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

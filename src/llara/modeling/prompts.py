@@ -1,4 +1,4 @@
-"""Every prompt, special token and pooling position llara uses, in one place.
+"""Turning texts into model inputs for a recipe (llara.modeling.recipes): ids, truncation, left padding.
 
 A recipe wraps a text as ``prefix + text + suffix``. Passages take the EBAE side ("summarize"),
 queries the EBAR side ("predict the next"). Pieces are tokenised separately and concatenated, and
@@ -8,89 +8,11 @@ fine-tuning and encoding see exactly the same ids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llara.errors import LlaraError
-
-SPECIAL_TOKENS = tuple(f"<s{i}>" for i in range(1, 17))
-EOS = "{eos}"  # placeholder for the tokenizer's own end-of-sequence token
-
-SIDES = ("passage", "query")  # passage = EBAE prompt, query = EBAR prompt
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    passage_prefix: str
-    passage_suffix: str
-    query_prefix: str
-    query_suffix: str
-    pooling: str  # "last": mean over the last `pool_tokens` positions; "mean": over all real tokens
-    pool_tokens: int
-    special_tokens: tuple[str, ...] = ()
-    # Tokenise the prefix WITH the tokenizer's own special tokens, as the reference code does
-    # (`tokenizer('"')`): on LLaMA-2/Mistral/LLaMA-3 every sequence then starts with BOS.
-    bos: bool = True
-
-    def prefix(self, side: str) -> str:
-        return self.passage_prefix if side == "passage" else self.query_prefix
-
-    def suffix(self, side: str) -> str:
-        return self.passage_suffix if side == "passage" else self.query_suffix
-
-
-RECIPES: dict[str, Recipe] = {
-    # What the released LLaRA code trains: 8 added tokens per task, embedding = their mean.
-    "reference": Recipe(
-        name="reference",
-        passage_prefix='"',
-        passage_suffix='", summarize the above passage within eight words: ' + "".join(SPECIAL_TOKENS[:8]),
-        query_prefix='"',
-        query_suffix='", predict the following passage within eight words: ' + "".join(SPECIAL_TOKENS[8:]),
-        pooling="last",
-        pool_tokens=8,
-        special_tokens=SPECIAL_TOKENS,
-    ),
-    # arXiv v1 of the paper: one end-of-sequence token carries the embedding.
-    "paper": Recipe(
-        name="paper",
-        passage_prefix="",
-        passage_suffix=" The original sentence: " + EOS,
-        query_prefix="",
-        query_suffix=" The next sentence: " + EOS,
-        pooling="last",
-        pool_tokens=1,
-    ),
-    # RepLLaMA-style baseline: no LLaRA prompt, last token.
-    "repllama": Recipe(
-        name="repllama",
-        passage_prefix="passage: ",
-        passage_suffix=EOS,
-        query_prefix="query: ",
-        query_suffix=EOS,
-        pooling="last",
-        pool_tokens=1,
-    ),
-    # Same input, mean pooling over every real token: the strongest raw baseline in METHOD.md.
-    "mean": Recipe(
-        name="mean",
-        passage_prefix="passage: ",
-        passage_suffix=EOS,
-        query_prefix="query: ",
-        query_suffix=EOS,
-        pooling="mean",
-        pool_tokens=0,
-    ),
-}
-
-
-def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise LlaraError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[name]
+from llara.modeling.recipes import EOS, SIDES, Recipe, load_recipe
 
 
 def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> bool:
@@ -118,9 +40,9 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 class PromptBuilder:
     """Turns texts into model inputs for one recipe and tokenizer (left padding)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, recipe: Recipe | str) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, recipe: Recipe | str | dict) -> None:
         self.tokenizer = tokenizer
-        self.recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+        self.recipe = load_recipe(recipe)
         for tok in self.recipe.special_tokens:
             if tok not in tokenizer.get_vocab():
                 raise LlaraError(f"tokenizer lacks the special token {tok}; call add_special_tokens first")
@@ -129,6 +51,15 @@ class PromptBuilder:
             side: (self._ids(self.recipe.prefix(side), self.recipe.bos), self._ids(self.recipe.suffix(side)))
             for side in SIDES
         }
+        k = self.recipe.pool_tokens
+        for side in SIDES:  # the pooled tokens must be the suffix's own, never text or padding
+            if self.recipe.pooling == "last" and len(self.pieces[side][1]) < k:
+                raise LlaraError(
+                    f"recipe {self.recipe.name!r} pools the last {k} tokens, but its {side} template has only "
+                    f"{len(self.pieces[side][1])} after {{text}} with this tokenizer",
+                    self.recipe.source,
+                    field="pool_tokens",
+                )
         # Running tallies for summaries ("truncated 12 of 1460 texts"): wrap() counts every text it cuts.
         self.wrapped = 0
         self.truncated = 0

@@ -162,7 +162,7 @@ class DenseIndex:
 
     def check_encoder(self, encoder) -> None:
         """Queries must come from the model, recipe and dimension the documents were encoded with."""
-        theirs = {"model": encoder.fingerprint(), "recipe": encoder.recipe.name, "dim": encoder.dim}
+        theirs = {"model": encoder.fingerprint(), "recipe": encoder.recipe.record(), "dim": encoder.dim}
         for key, value in theirs.items():
             if value != self.meta[key]:
                 raise LlaraError(

@@ -40,7 +40,8 @@ from llara.data.io import atomic_dir, write_json
 from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
 from llara.modeling.precision import bf16_supported
-from llara.modeling.prompts import Recipe, add_special_tokens
+from llara.modeling.prompts import add_special_tokens
+from llara.modeling.recipes import Recipe
 
 log = logging.getLogger(__name__)
 

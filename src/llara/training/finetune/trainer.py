@@ -19,7 +19,7 @@ from llara import compat
 from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
 from llara.modeling.embedder import embed
-from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.modeling.prompts import PromptBuilder
 from llara.training.common import (
     LlaraTrainer,
     TrainOptions,
@@ -136,7 +136,7 @@ def finetune(
         .override(recipe)
         .trained(stage, query_max_length=ft.query_max_length, passage_max_length=ft.passage_max_length)
     )
-    recipe_ = get_recipe(config.recipe)
+    recipe_ = config.recipe_spec
     if finished_checkpoint(opts, checkpoint):  # nothing left to train: no need to load the base model
         save_from_checkpoint(checkpoint, config, opts.output)
         steps = checkpoint_step(checkpoint)

@@ -9,7 +9,8 @@ from llara import compat
 from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
 from llara.modeling.loading import load_model, resolve_model
-from llara.modeling.prompts import PromptBuilder, get_recipe
+from llara.modeling.prompts import PromptBuilder
+from llara.modeling.recipes import Recipe, load_recipe
 from llara.training.common import (
     LlaraTrainer,
     TrainOptions,
@@ -29,7 +30,27 @@ from llara.training.pretrain.loss import joint_loss
 
 log = logging.getLogger(__name__)
 
-PRETRAIN_RECIPES = ("reference", "paper")
+PRETRAIN_RECIPES = ("reference", "paper")  # the built-ins the joint pass can train (others: see check_pretrain_recipe)
+
+
+def check_pretrain_recipe(recipe: Recipe) -> None:
+    """The joint EBAE + EBAR pass reads logits at the pooled suffix tokens after one shared prefix."""
+    where = {"path": recipe.source} if recipe.source else {}
+    if recipe.pooling != "last":
+        raise LlaraError(
+            f"pretraining reads the pooled tokens' logits: recipe {recipe.name!r} needs pooling 'last', "
+            f"not {recipe.pooling!r} (pretraining supports e.g. {', '.join(PRETRAIN_RECIPES)})",
+            field="pooling",
+            **where,
+        )
+    if recipe.prefix("passage") != recipe.prefix("query"):
+        raise LlaraError(
+            f"pretraining runs EBAE and EBAR in one pass over one shared prefix: recipe {recipe.name!r} has "
+            f"{recipe.prefix('passage')!r} before the passage {{text}} and {recipe.prefix('query')!r} before the "
+            "query's; use it for fine-tuning and encoding",
+            field="query",
+            **where,
+        )
 
 
 class PretrainTrainer(LlaraTrainer):
@@ -45,7 +66,7 @@ def run_pretrain(
     model_name: str,
     corpus: str | Path,
     opts: TrainOptions,
-    recipe: str = "reference",
+    recipe: str | Recipe = "reference",
     chunk_tokens: int = 128,
     lm_loss: bool = False,
     remove_stop_words: bool = False,
@@ -53,9 +74,8 @@ def run_pretrain(
     trust_remote_code: bool = False,
 ) -> Path:
     """Adapt `model_name` on `corpus`; write the merged model to `opts.output` and return it."""
-    if recipe not in PRETRAIN_RECIPES:
-        raise LlaraError(f"pretraining supports the recipes {', '.join(PRETRAIN_RECIPES)}, not {recipe!r}")
-    recipe_ = get_recipe(recipe)
+    recipe_ = load_recipe(recipe)  # a built-in name or a recipe file
+    check_pretrain_recipe(recipe_)
     compat.check_training_stack()
     opts.validate()
     n_docs = count_documents(corpus)  # validates every row before anything is written
@@ -69,7 +89,7 @@ def run_pretrain(
         "remove_stop_words": remove_stop_words,
     }
     # Encoding lengths carry over from the base model (a llara folder) or stay at the defaults.
-    config = ModelConfig.of(model_name).trained(stage, recipe=recipe)
+    config = ModelConfig.of(model_name).trained(stage, recipe=recipe_)
     if finished_checkpoint(opts, resume):  # nothing left to train: no need to load the base model
         return save_from_checkpoint(resume, config, opts.output)
     model, tokenizer = load_model(model_name, trust_remote_code=trust_remote_code)
@@ -91,7 +111,8 @@ def run_pretrain(
     budget = chunk_tokens - collator.prompt_length()
     if budget < 1:
         raise LlaraError(
-            f"--chunk-tokens {chunk_tokens} is smaller than the {recipe} prompt ({collator.prompt_length()} tokens)"
+            f"--chunk-tokens {chunk_tokens} is smaller than the {recipe_.name} prompt "
+            f"({collator.prompt_length()} tokens)"
         )
     dataset = PretrainDataset(
         corpus,
