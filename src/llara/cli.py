@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from llara.errors import LlaraError
 
@@ -96,18 +95,6 @@ def _print_warnings(policy: BadRows) -> None:
             console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True, highlight=False)
 
 
-def metrics_table(title: str, rows: dict[str, dict[str, float]], columns: list[str]) -> Table:
-    table = Table(title=title)
-    table.add_column("method")
-    for c in columns:
-        table.add_column(c, justify="right")
-    for name, values in rows.items():
-        table.add_row(
-            name, *(f"{values[c]:.3f}" if isinstance(values.get(c), float) else str(values.get(c, "")) for c in columns)
-        )
-    return table
-
-
 @app.command()
 def evaluate(
     data: Annotated[Path, typer.Option(help="dataset folder in BEIR layout")],
@@ -137,6 +124,7 @@ def evaluate(
     from llara.data.beir import load_beir
     from llara.data.io import bad_rows, write_json
     from llara.evaluation import evaluate_bm25, evaluate_dense, evaluate_hybrid, tuning_split
+    from llara.reporting import metrics_table
     from llara.retrieval.fusion import fusion_options
     from llara.retrieval.runs import write_trec_run
 
@@ -559,7 +547,8 @@ def explain(
     import json
 
     from llara.inference.encoder import LlaraEncoder
-    from llara.inference.explain import compare, comparison_table, explain, explanation_table
+    from llara.inference.explain import compare, explain
+    from llara.reporting import explanation_comparison_table, explanation_table
 
     if (text is None) == (query is None or document is None) or (text is not None and (query or document)):
         raise LlaraError("give either TEXT, or both --query and --document")
@@ -571,7 +560,7 @@ def explain(
         table = explanation_table(result)
     else:
         result = compare(encoder, query, document, top_k)
-        table = comparison_table(result)
+        table = explanation_comparison_table(result)
     if json_:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -634,8 +623,9 @@ def compare(
     seed: int = 0,
 ) -> None:
     """Compare runs with a baseline: metrics, differences, paired randomization and t-tests (Holm-corrected)."""
-    from llara.comparison import compare_runs, comparison_table, parse_metrics
+    from llara.comparison import compare_runs, parse_metrics
     from llara.data.io import write_json
+    from llara.reporting import comparison_table
 
     result = compare_runs(runs, qrels, parse_metrics(metrics), baseline, permutations, seed, alpha)
     if output is not None:

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, comparison_table, parse_metrics
+from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, parse_metrics
 from llara.data.io import atomic_write, require_file, write_json
 from llara.errors import LlaraError
 from llara.experiments.demo import FINETUNE, Stages
+from llara.reporting import ablation_arms_table, ablation_markdown, ablation_seeds_table, comparison_table
 
 ARMS = ("BM25", "raw", "adapted", "ft-raw", "ft-adapted")
 # `llara pretrain`'s defaults: bag-of-words losses only (no LM loss), LoRA lr 1e-4, special-token lr 1e-3,
@@ -254,10 +254,10 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
     report.update(data=str(data_dir), split=opts.split, model=opts.model, queries=data.stats["queries"])
     write_json(output / "ablation.json", report)
     with atomic_write(output / "ablation.md") as f:
-        f.write(markdown(report))
+        f.write(ablation_markdown(report))
     out = Console()
-    out.print(arms_table(report))
-    out.print(seeds_table(report))
+    out.print(ablation_arms_table(report))
+    out.print(ablation_seeds_table(report))
     out.print(comparison_table(report["vs_bm25"]))
     console.print(f"wrote {output / 'ablation.json'} and {output / 'ablation.md'}")
     return report
@@ -323,109 +323,3 @@ def summarize(final: dict[str, Path], qrels: Path, opts: AblationOptions, traini
         },
         "vs_bm25": vs_bm25,
     }
-
-
-def _cell(stats: dict) -> str:
-    return f"{stats['mean']:.4f}" + ("" if stats["std"] is None else f" ± {stats['std']:.4f}")
-
-
-def arms_table(report: dict) -> Table:
-    table = Table(title=f"llara ablate: {report['data']} ({report['split']}, {report['queries']} queries)")
-    table.add_column("arm")
-    table.add_column("runs", justify="right")
-    for m in report["metrics"]:
-        table.add_column(m, justify="right")
-    for arm, a in report["arms"].items():
-        table.add_row(arm, str(len(a["runs"])), *(_cell(a["metrics"][m]) for m in report["metrics"]))
-    table.caption = f"mean ± sample std over {report['seeds']} seed(s) for the fine-tuned arms"
-    return table
-
-
-def seeds_table(report: dict) -> Table:
-    table = Table(title="adaptation effect: ft-adapted vs ft-raw, same data, settings and seed")
-    for name in ("seed", "metric", "ft-raw", "ft-adapted", "Δ", "p rand (Holm)", "p t-test (Holm)", "W/T/L"):
-        table.add_column(name, justify="left" if name == "metric" else "right")
-    for p in report["adaptation_effect"]["per_seed"]:
-        for i, c in enumerate(p["comparisons"]):
-            m, s = c["metric"], p["seed"]
-            table.add_row(
-                str(s) if i == 0 else "",
-                m,
-                f"{p['metrics'][f'ft-raw-s{s}'][m]:.4f}",
-                f"{p['metrics'][f'ft-adapted-s{s}'][m]:.4f}",
-                f"{c['delta']:+.4f}" + ("*" if c["significant"] else ""),
-                f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f})",
-                f"{c['p_t']:.3f} ({c['p_t_holm']:.3f})",
-                f"{c['wins']}/{c['ties']}/{c['losses']}",
-                end_section=i == len(p["comparisons"]) - 1,
-            )
-    table.caption = (
-        "; ".join(
-            f"{m}: {e['seeds_favouring_adaptation']} of {report['seeds']} seeds favour adaptation "
-            f"(mean Δ {e['mean_delta']:+.4f})"
-            for m, e in report["adaptation_effect"]["summary"].items()
-        )
-        + ". * Holm randomization p < alpha."
-    )
-    return table
-
-
-def markdown(report: dict) -> str:
-    """OUT/ablation.md: the three tables of the terminal as Markdown."""
-    ms = report["metrics"]
-    t = report["training"]
-    lines = [
-        f"# llara ablate: {report['data']} ({report['split']}, {report['queries']} queries), model {report['model']}",
-        "",
-        f"Training rows: {t['source']}"
-        + (f", {t['query_mode']} -> text queries ({t['why']})" if "query_mode" in t else "")
-        + f" ({t.get('file', '')}). No judgements are used for training or selection.",
-        "",
-        "| arm | runs | " + " | ".join(ms) + " |",
-        "|---|---:|" + "---:|" * len(ms),
-    ]
-    for arm, a in report["arms"].items():
-        lines.append(f"| {arm} | {len(a['runs'])} | " + " | ".join(_cell(a["metrics"][m]) for m in ms) + " |")
-    lines += ["", f"Mean ± sample standard deviation over {report['seeds']} seed(s) for the fine-tuned arms.", ""]
-    lines += [
-        "## Adaptation effect per seed (ft-adapted vs ft-raw)",
-        "",
-        "| seed | metric | ft-raw | ft-adapted | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for p in report["adaptation_effect"]["per_seed"]:
-        s = p["seed"]
-        for c in p["comparisons"]:
-            m = c["metric"]
-            lines.append(
-                f"| {s} | {m} | {p['metrics'][f'ft-raw-s{s}'][m]:.4f} | {p['metrics'][f'ft-adapted-s{s}'][m]:.4f} | "
-                f"{c['delta']:+.4f}{'*' if c['significant'] else ''} | "
-                f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f}) | {c['p_t']:.3f} ({c['p_t_holm']:.3f}) | "
-                f"{c['wins']}/{c['ties']}/{c['losses']} |"
-            )
-    lines.append("")
-    for m, e in report["adaptation_effect"]["summary"].items():
-        lines.append(
-            f"- {m}: {e['seeds_favouring_adaptation']} of {report['seeds']} seeds favour adaptation, "
-            f"{e['seeds_against']} against (mean Δ {e['mean_delta']:+.4f}; significant for adaptation in "
-            f"{e['seeds_significant_for_adaptation']})"
-        )
-    v = report["vs_bm25"]
-    lines += [
-        "",
-        "## Every final run vs BM25",
-        "",
-        f"Holm-corrected over the {len(v['comparisons'])} comparisons (runs x metrics); * Holm randomization "
-        f"p < {v['alpha']}.",
-        "",
-        "| run | metric | mean | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for c in v["comparisons"]:
-        mean = next(r["metrics"][c["metric"]] for r in v["runs"] if r["label"] == c["run"])
-        lines.append(
-            f"| {c['run']} | {c['metric']} | {mean:.4f} | {c['delta']:+.4f}{'*' if c['significant'] else ''} | "
-            f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f}) | {c['p_t']:.3f} ({c['p_t_holm']:.3f}) | "
-            f"{c['wins']}/{c['ties']}/{c['losses']} |"
-        )
-    return "\n".join(lines) + "\n"

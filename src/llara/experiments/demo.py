@@ -23,6 +23,7 @@ from rich.console import Console
 from llara.data.arxiv import write_arxiv_beir
 from llara.data.beir import load_beir
 from llara.data.io import atomic_write, write_json
+from llara.reporting import markdown_table, metrics_table, results_plot
 
 log = logging.getLogger(__name__)
 COLUMNS = ["nDCG@10", "R@100", "minutes"]
@@ -46,14 +47,6 @@ BUDGETS = {
     "full": Budget(pretrain_minutes=6.0, finetune_minutes=4.0, passage_max_length=256, chunk_tokens=128, batch_size=8),
     "quick": Budget(pretrain_minutes=1.5, finetune_minutes=1.0, passage_max_length=128, chunk_tokens=96, batch_size=8),
 }
-
-
-def markdown_table(rows: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for name, r in rows.items():
-        cells = [f"{r[c]:.1f}" if c == "minutes" else f"{r[c]:.3f}" for c in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 class Stages:
@@ -87,31 +80,7 @@ def training_log(model_dir: Path) -> list[dict]:
     return [e for e in state.get("log_history", []) if "loss" in e]
 
 
-def plot(rows: dict[str, dict[str, float]], logs: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, history in logs.items():
-        if history:
-            left.plot([e["step"] for e in history], [e["loss"] for e in history], marker=".", label=name)
-    left.set(xlabel="step", ylabel="training loss", title="training loss")
-    left.legend()
-    names = list(rows)
-    right.barh(names[::-1], [rows[n]["nDCG@10"] for n in names[::-1]], color="tab:blue")
-    for i, n in enumerate(names[::-1]):
-        right.text(rows[n]["nDCG@10"], i, f" {rows[n]['nDCG@10']:.3f}", va="center")
-    right.set(xlabel="nDCG@10", title="arXiv titles -> abstracts", xlim=(0, 1))
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-
-
 def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: Budget | None = None) -> dict:
-    from llara.cli import metrics_table
     from llara.evaluation import evaluate_bm25, evaluate_dense
     from llara.inference.encoder import LlaraEncoder
     from llara.training.common import TrainOptions, interrupted
@@ -187,8 +156,9 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
 
     write_json(output / "results.json", rows)
     with atomic_write(output / "results.md") as f:
-        f.write(markdown_table(rows))
-    plot(rows, {"adaptation": training_log(pretrained), "fine-tuning": training_log(finetuned)}, output / "results.png")
+        f.write(markdown_table(rows, COLUMNS))
+    logs = {"adaptation": training_log(pretrained), "fine-tuning": training_log(finetuned)}
+    results_plot(rows, logs, output / "results.png", "arXiv titles -> abstracts")
     Console().print(metrics_table("llara demo: arXiv titles -> abstracts", rows, COLUMNS))
     console.print(f"results: {output / 'results.md'}, {output / 'results.json'}, {output / 'results.png'}")
     return rows
