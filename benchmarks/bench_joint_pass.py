@@ -19,7 +19,8 @@ import torch
 from llara.inference.encoder import autocast_dtype
 from llara.modeling.loading import load_model
 from llara.modeling.prompts import PromptBuilder, get_recipe
-from llara.training.common import TrainOptions, prepare_model, special_token_ids
+from llara.training.common import prepare_model, special_token_ids
+from llara.training.options import TrainOptions
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.data import PretrainDataset
 from llara.training.pretrain.loss import joint_loss, two_pass_loss

@@ -32,16 +32,17 @@ from rich.markup import escape
 from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, parse_metrics
 from llara.data.io import atomic_write, require_file, write_json
 from llara.errors import LlaraError
-from llara.experiments.demo import FINETUNE, Stages
+from llara.experiments.demo import FINETUNE, SAVE_EVERY, Stages
 from llara.reporting import ablation_arms_table, ablation_markdown, ablation_seeds_table, comparison_table
+from llara.training.finetune.options import FinetuneOptions
+from llara.training.options import interrupted
+from llara.training.pretrain.options import PretrainOptions
 
 ARMS = ("BM25", "raw", "adapted", "ft-raw", "ft-adapted")
-# `llara pretrain`'s defaults: bag-of-words losses only (no LM loss), LoRA lr 1e-4, special-token lr 1e-3,
-# no LoRA dropout (its masks cost ~1.3x step time on CPU).
-PRETRAIN = {"lr": 1e-4, "special_lr": 1e-3, "lm_loss": False, "lora_dropout": 0.0, "chunk_tokens": 128, "seed": 42}
 PAIR_NEGATIVES = 7  # as the demo: BM25 negatives per weak pair (group_size 2 samples one per step)
-BATCH_SIZE = 8
-SAVE_EVERY = 25  # steps between checkpoints: an interrupted run loses little
+# The settings of each training stage that ablation.json records (besides the budget and batch size).
+ADAPTATION_SETTINGS = ("lr", "special_lr", "lm_loss", "lora_dropout", "chunk_tokens", "seed")
+FINETUNE_SETTINGS = ("group_size", "query_max_length", "passage_max_length", "lr", "special_lr")
 
 
 @dataclass
@@ -77,6 +78,15 @@ class AblationOptions:
         if steps:
             return {"max_steps": steps, "max_time": None}
         return {"max_steps": None, "max_time": getattr(self, f"{stage}_minutes")}
+
+    def adaptation(self, target: Path, resume: bool = False) -> PretrainOptions:
+        """The adaptation run: `llara pretrain`'s defaults (PretrainOptions) within this budget."""
+        return PretrainOptions(output=target, resume=resume, save_every=SAVE_EVERY, **self.budget("pretrain"))
+
+    def finetuning(self, target: Path, seed: int, resume: bool = False) -> FinetuneOptions:
+        """A fine-tuning run: the demo's settings (llara.experiments.demo.FINETUNE) within this budget."""
+        budget = self.budget("finetune")
+        return FinetuneOptions(output=target, resume=resume, save_every=SAVE_EVERY, seed=seed, **budget, **FINETUNE)
 
 
 def query_mode(corpus: dict[str, dict[str, str]]) -> tuple[str, str]:
@@ -171,21 +181,6 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         stages.run(f"eval-{name}", title, run)
         return runs_dir / name / "run.trec"
 
-    def train_options(target: Path, stage: str, lr: float, special_lr: float, seed: int):
-        from llara.training.common import TrainOptions, interrupted
-
-        resume = interrupted(target)  # a run killed mid-way left checkpoints beside `target`: continue
-        return TrainOptions(
-            output=target,
-            **opts.budget(stage),
-            lr=lr,
-            special_lr=special_lr,
-            batch_size=BATCH_SIZE,
-            save_every=SAVE_EVERY,
-            resume=resume,
-            seed=seed,
-        )
-
     # --- the seedless arms
     final = {"bm25": evaluate("bm25", "BM25", None)}
     final["raw"] = evaluate("raw", f"{opts.model}, zero-shot", opts.model)
@@ -202,9 +197,8 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
 
         if finished(adapted):
             return {"model": str(adapted)}
-        t = train_options(adapted, "pretrain", PRETRAIN["lr"], PRETRAIN["special_lr"], PRETRAIN["seed"])
-        t.lora_dropout = PRETRAIN["lora_dropout"]
-        run_pretrain(opts.model, corpus_file, t, chunk_tokens=PRETRAIN["chunk_tokens"], lm_loss=PRETRAIN["lm_loss"])
+        # interrupted(): a run killed mid-way left checkpoints beside its target; it continues from them.
+        run_pretrain(opts.model, corpus_file, opts.adaptation(adapted, resume=interrupted(adapted)))
         return {"model": str(adapted)}
 
     stages.run("adapt", f"EBAE + EBAR adaptation on {corpus_file} (no labels)", adapt)
@@ -227,20 +221,14 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
 
     # --- per seed: the raw and the adapted model fine-tuned alike
     def fine_tune(name: str, base: str | Path, seed: int) -> None:
-        from llara.training.finetune.trainer import FinetuneOptions, finetune
+        from llara.training.finetune.trainer import finetune
 
         target = models / name
 
         def run() -> dict:
             if finished(target):
                 return {"model": str(target), "steps": None, "train_loss": None}
-            ft = FinetuneOptions(
-                group_size=FINETUNE["group_size"],
-                query_max_length=FINETUNE["query_max_length"],
-                passage_max_length=FINETUNE["passage_max_length"],
-            )
-            t = train_options(target, "finetune", FINETUNE["lr"], FINETUNE["special_lr"], seed)
-            result = finetune(str(base), train_file, t, ft)
+            result = finetune(str(base), train_file, opts.finetuning(target, seed, resume=interrupted(target)))
             return {"model": str(target), "steps": result["steps"], "train_loss": result["train_loss"]}
 
         steps[name] = stages.run(f"finetune-{name}", f"fine-tune {name} (seed {seed})", run).get("steps")
@@ -310,8 +298,8 @@ def summarize(final: dict[str, Path], qrels: Path, opts: AblationOptions, traini
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
         "training": training,
         "settings": {
-            "adaptation": {**PRETRAIN, **opts.budget("pretrain"), "batch_size": BATCH_SIZE},
-            "finetune": {**FINETUNE, **opts.budget("finetune"), "batch_size": BATCH_SIZE, "seed": "1..seeds"},
+            "adaptation": _settings(opts.adaptation(Path()), ADAPTATION_SETTINGS),
+            "finetune": {**_settings(opts.finetuning(Path(), 1), FINETUNE_SETTINGS), "seed": "1..seeds"},
         },
         "std": "sample standard deviation over seeds (ddof 1); null for a seedless arm or one seed",
         "arms": arms,
@@ -323,3 +311,8 @@ def summarize(final: dict[str, Path], qrels: Path, opts: AblationOptions, traini
         },
         "vs_bm25": vs_bm25,
     }
+
+
+def _settings(run: PretrainOptions | FinetuneOptions, names: tuple[str, ...]) -> dict:
+    return {**{k: getattr(run, k) for k in names}, "max_steps": run.max_steps, "max_time": run.max_time,
+            "batch_size": run.batch_size}  # fmt: skip
