@@ -56,11 +56,10 @@ def evaluate(
 ) -> None:
     """Retrieve for every judged query of a BEIR dataset and score the run with ir-measures."""
     from llara.data.beir import load_beir
-    from llara.data.io import bad_rows, write_json
-    from llara.evaluation import evaluate_bm25, evaluate_dense, evaluate_hybrid, tuning_split
+    from llara.data.io import bad_rows
+    from llara.evaluation import evaluate_bm25, evaluate_dense, evaluate_hybrid, tuning_split, write_evaluation
     from llara.reporting import metrics_table
     from llara.retrieval.fusion import fusion_options
-    from llara.retrieval.runs import write_trec_run
 
     fuse = fusion_options(method.value, fusion and fusion.value, fusion_weight, tune_on)
     dataset = load_beir(data, split)  # all validation happens before anything is written
@@ -96,9 +95,7 @@ def evaluate(
             )
     info["skipped_rows"] = bad_rows().count
     info["warnings"] = bad_rows().warnings()
-    write_trec_run(output / "run.trec", result.run, tag=f"llara-{method.value}")
-    write_json(output / "per_query.json", result.per_query)
-    write_json(output / "metrics.json", {**result.metrics, "info": {**info, **result.info, **result.timings}})
+    write_evaluation(output, result, info, tag=f"llara-{method.value}")
     Console().print(metrics_table(f"{data.name} ({split})", {name: result.metrics}, list(result.metrics)))
     console.print(f"wrote {output / 'run.trec'}, {output / 'metrics.json'} and {output / 'per_query.json'}")
 

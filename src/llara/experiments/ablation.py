@@ -160,8 +160,7 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         """One evaluation stage: OUT/runs/<name>/{run.trec, metrics.json, per_query.json}."""
 
         def run() -> dict:
-            from llara.evaluation import evaluate_bm25, evaluate_dense
-            from llara.retrieval.runs import write_trec_run
+            from llara.evaluation import evaluate_bm25, evaluate_dense, write_evaluation
 
             info: dict = {"dataset": str(data_dir), "split": opts.split, **data.stats}
             if model is None:
@@ -173,9 +172,7 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
                 result = evaluate_dense(encoder, data)
                 info.update(method="dense", model=str(model), **encoder.config())
             folder = runs_dir / name
-            write_trec_run(folder / "run.trec", result.run, tag=f"llara-{name}")
-            write_json(folder / "per_query.json", result.per_query)
-            write_json(folder / "metrics.json", {**result.metrics, "info": {**info, **result.timings}})
+            write_evaluation(folder, result, info, tag=f"llara-{name}")
             return {**result.metrics, "run": str(folder / "run.trec")}
 
         stages.run(f"eval-{name}", title, run)
