@@ -33,9 +33,10 @@ def one_step(model_name: str, batch: int, chunk: int | None, query_len: int, pas
     from llara.modeling.loading import load_model
     from llara.modeling.prompts import PromptBuilder
     from llara.modeling.recipes import load_recipe
-    from llara.training.common import TrainOptions, prepare_model
+    from llara.training.common import prepare_model
     from llara.training.finetune.data import ContrastiveCollator
     from llara.training.finetune.loss import grad_cache_step, info_nce
+    from llara.training.options import TrainOptions
 
     torch.manual_seed(0)
     model, tokenizer = load_model(model_name)

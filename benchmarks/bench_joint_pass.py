@@ -20,7 +20,8 @@ from llara.modeling.loading import load_model
 from llara.modeling.precision import autocast_dtype
 from llara.modeling.prompts import PromptBuilder
 from llara.modeling.recipes import load_recipe
-from llara.training.common import TrainOptions, prepare_model, special_token_ids
+from llara.training.common import prepare_model, special_token_ids
+from llara.training.options import TrainOptions
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.data import PretrainDataset
 from llara.training.pretrain.loss import joint_loss, two_pass_loss

@@ -19,7 +19,8 @@ from bench_joint_pass import print_speedup  # run as a script, benchmarks/ is on
 from llara.modeling.loading import load_model
 from llara.modeling.prompts import PromptBuilder
 from llara.modeling.recipes import load_recipe
-from llara.training.common import TrainOptions, prepare_model, special_token_ids
+from llara.training.common import prepare_model, special_token_ids
+from llara.training.options import TrainOptions
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.data import PretrainDataset
 from llara.training.pretrain.loss import joint_loss

@@ -11,7 +11,8 @@ from llara.errors import LlaraError
 from llara.inference.encoder import LlaraEncoder
 from llara.modeling.loading import load_model
 from llara.modeling.recipes import load_recipe
-from llara.training.common import SPECIAL_PARAM, TrainOptions, param_groups, prepare_model
+from llara.training.common import SPECIAL_PARAM, param_groups, prepare_model
+from llara.training.pretrain.options import PretrainOptions
 from llara.training.pretrain.trainer import run_pretrain
 from tests.conftest import run_cli
 
@@ -31,7 +32,7 @@ def corpus(tmp_path):
 
 def opts(tmp_path, name="out", **kw):
     base = dict(max_steps=4, batch_size=2, save_every=2, precision="fp32", logging_steps=1)
-    return TrainOptions(output=tmp_path / name, **{**base, **kw})
+    return PretrainOptions(output=tmp_path / name, **{**base, **kw})
 
 
 def test_cli_pretrain_writes_a_loadable_model(tiny_model_dir, corpus, tmp_path):
@@ -69,14 +70,14 @@ def test_special_tokens_get_their_own_learning_rate(tiny_model_dir, tmp_path):
 
 
 def test_resume_continues_a_killed_run_exactly(tiny_model_dir, corpus, tmp_path):
-    full = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "a"), chunk_tokens=72)
+    full = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "a"))
     killed = opts(tmp_path, "b")
-    run_pretrain(str(tiny_model_dir), corpus, killed, chunk_tokens=72)
+    run_pretrain(str(tiny_model_dir), corpus, killed)
     shutil.rmtree(killed.output)  # as if killed after the step-2 checkpoint
     shutil.rmtree(killed.checkpoint_dir / "checkpoint-4")
     with pytest.raises(LlaraError, match="--resume"):
-        run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b"), chunk_tokens=72)
-    resumed = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b", resume=True), chunk_tokens=72)
+        run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b"))
+    resumed = run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, "b", resume=True))
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
@@ -84,8 +85,8 @@ def test_resume_continues_a_killed_run_exactly(tiny_model_dir, corpus, tmp_path)
 
 
 def test_max_time_stops_and_saves(tiny_model_dir, corpus, tmp_path):
-    o = opts(tmp_path, max_steps=None, max_time=1e-6)  # minutes: over after the first step
-    out = run_pretrain(str(tiny_model_dir), corpus, o, recipe="paper", chunk_tokens=72)
+    o = opts(tmp_path, max_steps=None, max_time=1e-6, recipe="paper")  # minutes: over after the first step
+    out = run_pretrain(str(tiny_model_dir), corpus, o)
     assert json.loads((out / "llara.json").read_text())["recipe"] == "paper"
     assert [p.name for p in o.checkpoint_dir.iterdir()] == ["checkpoint-1"]
 
@@ -109,7 +110,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tiny_model_dir, corpus, tmp_pa
 
 @pytest.mark.slow
 def test_pretrain_smollm2_few_steps(smollm2_dir, corpus, tmp_path):
-    out = run_pretrain(str(smollm2_dir), corpus, opts(tmp_path, max_steps=2, save_every=100), chunk_tokens=64)
+    out = run_pretrain(str(smollm2_dir), corpus, opts(tmp_path, max_steps=2, save_every=100, chunk_tokens=64))
     encoder = LlaraEncoder.from_pretrained(out)
     emb = encoder.encode(["what is an index?"], side="query")
     assert emb.shape == (1, 576) and abs((emb**2).sum() - 1) < 1e-4
@@ -151,5 +152,5 @@ def test_a_save_killed_half_way_leaves_no_checkpoint_and_is_cleared(tiny_model_d
     debris = o.checkpoint_dir / ".staging" / "checkpoint-7"  # a time-based save at another step, killed
     debris.mkdir(parents=True)
     (debris / "optimizer.pt").write_bytes(b"half")
-    run_pretrain(str(tiny_model_dir), corpus, o, chunk_tokens=72)
+    run_pretrain(str(tiny_model_dir), corpus, o)
     assert sorted(p.name for p in o.checkpoint_dir.iterdir()) == ["checkpoint-2"]

@@ -209,39 +209,3 @@ def compare_runs(
         ],
         "comparisons": comparisons,
     }
-
-
-def comparison_table(result: dict):
-    """A rich table: one row per run and metric; the caption says which tests and correction."""
-    from rich.table import Table
-
-    table = Table(title=f"{result['queries']} judged queries of {result['qrels']}; baseline: {result['baseline']}")
-    for name in ("run", "metric", "mean", "Δ", "p rand (Holm)", "p t-test (Holm)", "W/T/L"):
-        numeric = name not in ("run", "metric")
-        table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
-    by_run = {}
-    for c in result["comparisons"]:
-        by_run.setdefault(c["run"], {})[c["metric"]] = c
-    for i, run in enumerate(result["runs"]):
-        for j, m in enumerate(result["metrics"]):
-            c = by_run.get(run["label"], {}).get(m)
-            cells = [run["label"] if j == 0 else "", m, f"{run['metrics'][m]:.4f}"]
-            if c is None:
-                cells += ["(baseline)", "", "", ""]
-            else:
-                star = "*" if c["significant"] else ""
-                cells += [
-                    f"{c['delta']:+.4f}{star}",
-                    f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f})",
-                    f"{c['p_t']:.3f} ({c['p_t_holm']:.3f})",
-                    f"{c['wins']}/{c['ties']}/{c['losses']}",
-                ]
-            table.add_row(*cells, end_section=j == len(result["metrics"]) - 1 and i < len(result["runs"]) - 1)
-    perm = result["tests"]["permutation"]
-    table.caption = (
-        f"Δ: difference to the baseline. Two-sided paired tests: randomization (sign flips, {perm['resamples']} "
-        f"resamples, exact if 2^queries <= that) and t-test; in brackets Holm-corrected over the "
-        f"{len(result['comparisons'])} comparisons (runs x metrics). * Holm randomization p < {result['alpha']}. "
-        "W/T/L: queries better/tied/worse. A query missing from a run scores 0."
-    )
-    return table

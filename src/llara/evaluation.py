@@ -18,6 +18,8 @@ from llara.errors import LlaraError
 from llara.retrieval.runs import Run
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from llara.retrieval.fusion import Fusion
 
 log = logging.getLogger(__name__)
@@ -173,3 +175,14 @@ def tune_weight(
         found[w] = score_run(run, qrels, (metric,))[metric]
     best = min(grid, key=lambda w: (-found[w], abs(w - 0.5)))
     return best, {f"{w:g}": v for w, v in found.items()}
+
+
+def write_evaluation(folder: Path, result: Evaluation, info: dict, tag: str) -> None:
+    """FOLDER/run.trec, FOLDER/per_query.json (what `llara compare` reads) and FOLDER/metrics.json (the means,
+    and under "info": `info`, the method's own settings and the timings)."""
+    from llara.data.io import write_json
+    from llara.retrieval.runs import write_trec_run
+
+    write_trec_run(folder / "run.trec", result.run, tag=tag)
+    write_json(folder / "per_query.json", result.per_query)
+    write_json(folder / "metrics.json", {**result.metrics, "info": {**info, **result.info, **result.timings}})

@@ -28,20 +28,21 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, comparison_table, parse_metrics
+from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, parse_metrics
 from llara.data.io import atomic_write, require_file, write_json
 from llara.errors import LlaraError
-from llara.experiments.demo import FINETUNE, Stages
+from llara.experiments.demo import FINETUNE, SAVE_EVERY, Stages
+from llara.reporting import ablation_arms_table, ablation_markdown, ablation_seeds_table, comparison_table
+from llara.training.finetune.options import FinetuneOptions
+from llara.training.options import interrupted
+from llara.training.pretrain.options import PretrainOptions
 
 ARMS = ("BM25", "raw", "adapted", "ft-raw", "ft-adapted")
-# `llara pretrain`'s defaults: bag-of-words losses only (no LM loss), LoRA lr 1e-4, special-token lr 1e-3,
-# no LoRA dropout (its masks cost ~1.3x step time on CPU).
-PRETRAIN = {"lr": 1e-4, "special_lr": 1e-3, "lm_loss": False, "lora_dropout": 0.0, "chunk_tokens": 128, "seed": 42}
 PAIR_NEGATIVES = 7  # as the demo: BM25 negatives per weak pair (group_size 2 samples one per step)
-BATCH_SIZE = 8
-SAVE_EVERY = 25  # steps between checkpoints: an interrupted run loses little
+# The settings of each training stage that ablation.json records (besides the budget and batch size).
+ADAPTATION_SETTINGS = ("lr", "special_lr", "lm_loss", "lora_dropout", "chunk_tokens", "seed")
+FINETUNE_SETTINGS = ("group_size", "query_max_length", "passage_max_length", "lr", "special_lr")
 
 
 @dataclass
@@ -77,6 +78,15 @@ class AblationOptions:
         if steps:
             return {"max_steps": steps, "max_time": None}
         return {"max_steps": None, "max_time": getattr(self, f"{stage}_minutes")}
+
+    def adaptation(self, target: Path, resume: bool = False) -> PretrainOptions:
+        """The adaptation run: `llara pretrain`'s defaults (PretrainOptions) within this budget."""
+        return PretrainOptions(output=target, resume=resume, save_every=SAVE_EVERY, **self.budget("pretrain"))
+
+    def finetuning(self, target: Path, seed: int, resume: bool = False) -> FinetuneOptions:
+        """A fine-tuning run: the demo's settings (llara.experiments.demo.FINETUNE) within this budget."""
+        budget = self.budget("finetune")
+        return FinetuneOptions(output=target, resume=resume, save_every=SAVE_EVERY, seed=seed, **budget, **FINETUNE)
 
 
 def query_mode(corpus: dict[str, dict[str, str]]) -> tuple[str, str]:
@@ -150,8 +160,7 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         """One evaluation stage: OUT/runs/<name>/{run.trec, metrics.json, per_query.json}."""
 
         def run() -> dict:
-            from llara.evaluation import evaluate_bm25, evaluate_dense
-            from llara.retrieval.runs import write_trec_run
+            from llara.evaluation import evaluate_bm25, evaluate_dense, write_evaluation
 
             info: dict = {"dataset": str(data_dir), "split": opts.split, **data.stats}
             if model is None:
@@ -163,28 +172,11 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
                 result = evaluate_dense(encoder, data)
                 info.update(method="dense", model=str(model), **encoder.config())
             folder = runs_dir / name
-            write_trec_run(folder / "run.trec", result.run, tag=f"llara-{name}")
-            write_json(folder / "per_query.json", result.per_query)
-            write_json(folder / "metrics.json", {**result.metrics, "info": {**info, **result.timings}})
+            write_evaluation(folder, result, info, tag=f"llara-{name}")
             return {**result.metrics, "run": str(folder / "run.trec")}
 
         stages.run(f"eval-{name}", title, run)
         return runs_dir / name / "run.trec"
-
-    def train_options(target: Path, stage: str, lr: float, special_lr: float, seed: int):
-        from llara.training.common import TrainOptions, interrupted
-
-        resume = interrupted(target)  # a run killed mid-way left checkpoints beside `target`: continue
-        return TrainOptions(
-            output=target,
-            **opts.budget(stage),
-            lr=lr,
-            special_lr=special_lr,
-            batch_size=BATCH_SIZE,
-            save_every=SAVE_EVERY,
-            resume=resume,
-            seed=seed,
-        )
 
     # --- the seedless arms
     final = {"bm25": evaluate("bm25", "BM25", None)}
@@ -202,9 +194,8 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
 
         if finished(adapted):
             return {"model": str(adapted)}
-        t = train_options(adapted, "pretrain", PRETRAIN["lr"], PRETRAIN["special_lr"], PRETRAIN["seed"])
-        t.lora_dropout = PRETRAIN["lora_dropout"]
-        run_pretrain(opts.model, corpus_file, t, chunk_tokens=PRETRAIN["chunk_tokens"], lm_loss=PRETRAIN["lm_loss"])
+        # interrupted(): a run killed mid-way left checkpoints beside its target; it continues from them.
+        run_pretrain(opts.model, corpus_file, opts.adaptation(adapted, resume=interrupted(adapted)))
         return {"model": str(adapted)}
 
     stages.run("adapt", f"EBAE + EBAR adaptation on {corpus_file} (no labels)", adapt)
@@ -227,20 +218,14 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
 
     # --- per seed: the raw and the adapted model fine-tuned alike
     def fine_tune(name: str, base: str | Path, seed: int) -> None:
-        from llara.training.finetune.trainer import FinetuneOptions, finetune
+        from llara.training.finetune.trainer import finetune
 
         target = models / name
 
         def run() -> dict:
             if finished(target):
                 return {"model": str(target), "steps": None, "train_loss": None}
-            ft = FinetuneOptions(
-                group_size=FINETUNE["group_size"],
-                query_max_length=FINETUNE["query_max_length"],
-                passage_max_length=FINETUNE["passage_max_length"],
-            )
-            t = train_options(target, "finetune", FINETUNE["lr"], FINETUNE["special_lr"], seed)
-            result = finetune(str(base), train_file, t, ft)
+            result = finetune(str(base), train_file, opts.finetuning(target, seed, resume=interrupted(target)))
             return {"model": str(target), "steps": result["steps"], "train_loss": result["train_loss"]}
 
         steps[name] = stages.run(f"finetune-{name}", f"fine-tune {name} (seed {seed})", run).get("steps")
@@ -254,10 +239,10 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
     report.update(data=str(data_dir), split=opts.split, model=opts.model, queries=data.stats["queries"])
     write_json(output / "ablation.json", report)
     with atomic_write(output / "ablation.md") as f:
-        f.write(markdown(report))
+        f.write(ablation_markdown(report))
     out = Console()
-    out.print(arms_table(report))
-    out.print(seeds_table(report))
+    out.print(ablation_arms_table(report))
+    out.print(ablation_seeds_table(report))
     out.print(comparison_table(report["vs_bm25"]))
     console.print(f"wrote {output / 'ablation.json'} and {output / 'ablation.md'}")
     return report
@@ -310,8 +295,8 @@ def summarize(final: dict[str, Path], qrels: Path, opts: AblationOptions, traini
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
         "training": training,
         "settings": {
-            "adaptation": {**PRETRAIN, **opts.budget("pretrain"), "batch_size": BATCH_SIZE},
-            "finetune": {**FINETUNE, **opts.budget("finetune"), "batch_size": BATCH_SIZE, "seed": "1..seeds"},
+            "adaptation": _settings(opts.adaptation(Path()), ADAPTATION_SETTINGS),
+            "finetune": {**_settings(opts.finetuning(Path(), 1), FINETUNE_SETTINGS), "seed": "1..seeds"},
         },
         "std": "sample standard deviation over seeds (ddof 1); null for a seedless arm or one seed",
         "arms": arms,
@@ -325,107 +310,6 @@ def summarize(final: dict[str, Path], qrels: Path, opts: AblationOptions, traini
     }
 
 
-def _cell(stats: dict) -> str:
-    return f"{stats['mean']:.4f}" + ("" if stats["std"] is None else f" ± {stats['std']:.4f}")
-
-
-def arms_table(report: dict) -> Table:
-    table = Table(title=f"llara ablate: {report['data']} ({report['split']}, {report['queries']} queries)")
-    table.add_column("arm")
-    table.add_column("runs", justify="right")
-    for m in report["metrics"]:
-        table.add_column(m, justify="right")
-    for arm, a in report["arms"].items():
-        table.add_row(arm, str(len(a["runs"])), *(_cell(a["metrics"][m]) for m in report["metrics"]))
-    table.caption = f"mean ± sample std over {report['seeds']} seed(s) for the fine-tuned arms"
-    return table
-
-
-def seeds_table(report: dict) -> Table:
-    table = Table(title="adaptation effect: ft-adapted vs ft-raw, same data, settings and seed")
-    for name in ("seed", "metric", "ft-raw", "ft-adapted", "Δ", "p rand (Holm)", "p t-test (Holm)", "W/T/L"):
-        table.add_column(name, justify="left" if name == "metric" else "right")
-    for p in report["adaptation_effect"]["per_seed"]:
-        for i, c in enumerate(p["comparisons"]):
-            m, s = c["metric"], p["seed"]
-            table.add_row(
-                str(s) if i == 0 else "",
-                m,
-                f"{p['metrics'][f'ft-raw-s{s}'][m]:.4f}",
-                f"{p['metrics'][f'ft-adapted-s{s}'][m]:.4f}",
-                f"{c['delta']:+.4f}" + ("*" if c["significant"] else ""),
-                f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f})",
-                f"{c['p_t']:.3f} ({c['p_t_holm']:.3f})",
-                f"{c['wins']}/{c['ties']}/{c['losses']}",
-                end_section=i == len(p["comparisons"]) - 1,
-            )
-    table.caption = (
-        "; ".join(
-            f"{m}: {e['seeds_favouring_adaptation']} of {report['seeds']} seeds favour adaptation "
-            f"(mean Δ {e['mean_delta']:+.4f})"
-            for m, e in report["adaptation_effect"]["summary"].items()
-        )
-        + ". * Holm randomization p < alpha."
-    )
-    return table
-
-
-def markdown(report: dict) -> str:
-    """OUT/ablation.md: the three tables of the terminal as Markdown."""
-    ms = report["metrics"]
-    t = report["training"]
-    lines = [
-        f"# llara ablate: {report['data']} ({report['split']}, {report['queries']} queries), model {report['model']}",
-        "",
-        f"Training rows: {t['source']}"
-        + (f", {t['query_mode']} -> text queries ({t['why']})" if "query_mode" in t else "")
-        + f" ({t.get('file', '')}). No judgements are used for training or selection.",
-        "",
-        "| arm | runs | " + " | ".join(ms) + " |",
-        "|---|---:|" + "---:|" * len(ms),
-    ]
-    for arm, a in report["arms"].items():
-        lines.append(f"| {arm} | {len(a['runs'])} | " + " | ".join(_cell(a["metrics"][m]) for m in ms) + " |")
-    lines += ["", f"Mean ± sample standard deviation over {report['seeds']} seed(s) for the fine-tuned arms.", ""]
-    lines += [
-        "## Adaptation effect per seed (ft-adapted vs ft-raw)",
-        "",
-        "| seed | metric | ft-raw | ft-adapted | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for p in report["adaptation_effect"]["per_seed"]:
-        s = p["seed"]
-        for c in p["comparisons"]:
-            m = c["metric"]
-            lines.append(
-                f"| {s} | {m} | {p['metrics'][f'ft-raw-s{s}'][m]:.4f} | {p['metrics'][f'ft-adapted-s{s}'][m]:.4f} | "
-                f"{c['delta']:+.4f}{'*' if c['significant'] else ''} | "
-                f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f}) | {c['p_t']:.3f} ({c['p_t_holm']:.3f}) | "
-                f"{c['wins']}/{c['ties']}/{c['losses']} |"
-            )
-    lines.append("")
-    for m, e in report["adaptation_effect"]["summary"].items():
-        lines.append(
-            f"- {m}: {e['seeds_favouring_adaptation']} of {report['seeds']} seeds favour adaptation, "
-            f"{e['seeds_against']} against (mean Δ {e['mean_delta']:+.4f}; significant for adaptation in "
-            f"{e['seeds_significant_for_adaptation']})"
-        )
-    v = report["vs_bm25"]
-    lines += [
-        "",
-        "## Every final run vs BM25",
-        "",
-        f"Holm-corrected over the {len(v['comparisons'])} comparisons (runs x metrics); * Holm randomization "
-        f"p < {v['alpha']}.",
-        "",
-        "| run | metric | mean | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for c in v["comparisons"]:
-        mean = next(r["metrics"][c["metric"]] for r in v["runs"] if r["label"] == c["run"])
-        lines.append(
-            f"| {c['run']} | {c['metric']} | {mean:.4f} | {c['delta']:+.4f}{'*' if c['significant'] else ''} | "
-            f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f}) | {c['p_t']:.3f} ({c['p_t_holm']:.3f}) | "
-            f"{c['wins']}/{c['ties']}/{c['losses']} |"
-        )
-    return "\n".join(lines) + "\n"
+def _settings(run: PretrainOptions | FinetuneOptions, names: tuple[str, ...]) -> dict:
+    return {**{k: getattr(run, k) for k in names}, "max_steps": run.max_steps, "max_time": run.max_time,
+            "batch_size": run.batch_size}  # fmt: skip

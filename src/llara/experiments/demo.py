@@ -23,12 +23,19 @@ from rich.console import Console
 from llara.data.arxiv import write_arxiv_beir
 from llara.data.beir import load_beir
 from llara.data.io import atomic_write, write_json
+from llara.reporting import markdown_table, metrics_table, results_plot
+from llara.training.finetune.options import FinetuneOptions
+from llara.training.options import interrupted
+from llara.training.pretrain.options import PretrainOptions
 
 log = logging.getLogger(__name__)
 COLUMNS = ["nDCG@10", "R@100", "minutes"]
-# Fine-tuning settings of the demo, shared with `llara ablate` (llara.experiments.ablation) so both fine-tune alike:
-# as the CISI run of benchmarks/RESULTS.md, one hard negative per query plus in-batch negatives.
-FINETUNE = {"group_size": 2, "query_max_length": 32, "passage_max_length": 128, "lr": 1e-3, "special_lr": 1e-3}
+# The demo's overrides of FinetuneOptions' defaults, shared with `llara ablate` (llara.experiments.ablation) so
+# both fine-tune alike: as the CISI run of benchmarks/RESULTS.md, one hard negative per query plus in-batch
+# negatives, short texts, a high rate for a few CPU minutes. Adaptation takes PretrainOptions' defaults
+# (`llara pretrain`'s, as measured in benchmarks/RESULTS.md: bag-of-words losses only, no LoRA dropout).
+FINETUNE = {"group_size": 2, "query_max_length": 32, "passage_max_length": 128, "lr": 1e-3}
+SAVE_EVERY = 25  # steps between checkpoints: an interrupted run loses little
 
 
 @dataclass(frozen=True)
@@ -46,14 +53,6 @@ BUDGETS = {
     "full": Budget(pretrain_minutes=6.0, finetune_minutes=4.0, passage_max_length=256, chunk_tokens=128, batch_size=8),
     "quick": Budget(pretrain_minutes=1.5, finetune_minutes=1.0, passage_max_length=128, chunk_tokens=96, batch_size=8),
 }
-
-
-def markdown_table(rows: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for name, r in rows.items():
-        cells = [f"{r[c]:.1f}" if c == "minutes" else f"{r[c]:.3f}" for c in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 class Stages:
@@ -87,35 +86,10 @@ def training_log(model_dir: Path) -> list[dict]:
     return [e for e in state.get("log_history", []) if "loss" in e]
 
 
-def plot(rows: dict[str, dict[str, float]], logs: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, history in logs.items():
-        if history:
-            left.plot([e["step"] for e in history], [e["loss"] for e in history], marker=".", label=name)
-    left.set(xlabel="step", ylabel="training loss", title="training loss")
-    left.legend()
-    names = list(rows)
-    right.barh(names[::-1], [rows[n]["nDCG@10"] for n in names[::-1]], color="tab:blue")
-    for i, n in enumerate(names[::-1]):
-        right.text(rows[n]["nDCG@10"], i, f" {rows[n]['nDCG@10']:.3f}", va="center")
-    right.set(xlabel="nDCG@10", title="arXiv titles -> abstracts", xlim=(0, 1))
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-
-
 def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: Budget | None = None) -> dict:
-    from llara.cli import metrics_table
     from llara.evaluation import evaluate_bm25, evaluate_dense
     from llara.inference.encoder import LlaraEncoder
-    from llara.training.common import TrainOptions, interrupted
-    from llara.training.finetune.trainer import FinetuneOptions, finetune
+    from llara.training.finetune.trainer import finetune
     from llara.training.mining import pairs
     from llara.training.pretrain.trainer import run_pretrain
 
@@ -137,41 +111,35 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
         result = evaluate_dense(encoder, data)
         return {**result.metrics, **result.timings}
 
-    def train_opts(target: Path, minutes: float, lr: float, special_lr: float) -> TrainOptions:
-        resume = interrupted(target)  # a run killed mid-way left checkpoints beside `target`: continue
-        return TrainOptions(
-            output=target,
-            max_time=minutes,
-            lr=lr,
-            special_lr=special_lr,
-            batch_size=budget.batch_size,
-            save_every=25,
-            resume=resume,
-            logging_steps=2,
-        )
+    def resumable(target: Path) -> dict:
+        # A run killed mid-way left checkpoints beside `target`: continue it.
+        return {"output": target, "resume": interrupted(target), "save_every": SAVE_EVERY, "logging_steps": 2}
 
     pretrained = output / "models" / "pretrained"
     finetuned = output / "models" / "finetuned"
     pairs_file = output / "data" / "weak-pairs.jsonl"
 
     def adapt() -> dict:
-        # As measured in benchmarks/RESULTS.md: bag-of-words losses only, LoRA lr 1e-4, special-token lr 1e-3.
-        opts = train_opts(pretrained, budget.pretrain_minutes, lr=1e-4, special_lr=1e-3)
-        opts.lora_dropout = 0.0  # as `llara pretrain`: dropout masks cost ~1.3x step time on CPU
-        run_pretrain(model, data_dir / "corpus.jsonl", opts, chunk_tokens=budget.chunk_tokens, lm_loss=False)
+        opts = PretrainOptions(
+            **resumable(pretrained),
+            max_time=budget.pretrain_minutes,
+            batch_size=budget.batch_size,
+            chunk_tokens=budget.chunk_tokens,
+        )
+        run_pretrain(model, data_dir / "corpus.jsonl", opts)
         return {"model": str(pretrained)}
 
     def weak_pairs() -> dict:
         return vars(pairs(data_dir / "corpus.jsonl", pairs_file, query_mode="sentence", negatives=7))
 
     def fine_tune() -> dict:
-        ft = FinetuneOptions(
-            group_size=FINETUNE["group_size"],
-            query_max_length=FINETUNE["query_max_length"],
-            passage_max_length=min(FINETUNE["passage_max_length"], budget.passage_max_length),
+        opts = FinetuneOptions(
+            **resumable(finetuned),
+            max_time=budget.finetune_minutes,
+            batch_size=budget.batch_size,
+            **{**FINETUNE, "passage_max_length": min(FINETUNE["passage_max_length"], budget.passage_max_length)},
         )
-        opts = train_opts(finetuned, budget.finetune_minutes, FINETUNE["lr"], FINETUNE["special_lr"])
-        finetune(str(pretrained), pairs_file, opts, ft)
+        finetune(str(pretrained), pairs_file, opts)
         return {"model": str(finetuned)}
 
     rows: dict[str, dict[str, float]] = {}
@@ -187,8 +155,9 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
 
     write_json(output / "results.json", rows)
     with atomic_write(output / "results.md") as f:
-        f.write(markdown_table(rows))
-    plot(rows, {"adaptation": training_log(pretrained), "fine-tuning": training_log(finetuned)}, output / "results.png")
+        f.write(markdown_table(rows, COLUMNS))
+    logs = {"adaptation": training_log(pretrained), "fine-tuning": training_log(finetuned)}
+    results_plot(rows, logs, output / "results.png", "arXiv titles -> abstracts")
     Console().print(metrics_table("llara demo: arXiv titles -> abstracts", rows, COLUMNS))
     console.print(f"results: {output / 'results.md'}, {output / 'results.json'}, {output / 'results.png'}")
     return rows

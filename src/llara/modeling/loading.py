@@ -183,3 +183,10 @@ def model_fingerprint(model: PreTrainedModel) -> str:
         h.update(name.encode())
         h.update(tensor.detach().flatten()[:256].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def device_of_rank() -> str:
+    """The device this process runs on: under torchrun the GPU of its local rank, else the first GPU, else the CPU."""
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"

@@ -15,11 +15,12 @@ the bound a request is refused at once with 503 rather than queued without end. 
 JSON body in OpenAI's shape ``{"error": {"message", "type", "code"}}`` with a 4xx status; nothing a
 client sends can stop the server or show it a traceback.
 
-Modules: `server` (options, binding, uvicorn, SIGTERM), `app` (the FastAPI routes, errors, the API
+Modules: `options` (ServeOptions), `server` (binding, uvicorn, SIGTERM), `app` (the FastAPI routes, errors, the API
 key and body-size guard), `batching` (the micro-batcher), `service` (model, index, corpus, BM25,
 fusion). Only `app` and `server` need FastAPI and uvicorn (``pip install "llara[serve]"``).
 """
 
-from llara.serving.server import ServeOptions, run_server
+from llara.serving.options import ServeOptions
+from llara.serving.server import run_server
 
 __all__ = ["ServeOptions", "run_server"]

@@ -15,7 +15,7 @@ from llara.errors import LlaraError
 from llara.serving.batching import Encoded, encode_texts
 
 if TYPE_CHECKING:
-    from llara.serving.server import ServeOptions
+    from llara.serving.options import ServeOptions
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The small API a training command needs:
 
-    opts = TrainOptions(output=..., lr=..., ...)           # what the user asked for
+    opts = PretrainOptions(output=..., lr=..., ...)        # what the user asked for (a TrainOptions)
     model = prepare_model(model, tokenizer, recipe, opts)  # special tokens + LoRA (or full) + checkpointing
     args = training_arguments(opts)                        # TrainingArguments (bf16, ZeRO, accumulation, ...)
     trainer = MySubclass(model=model, args=args, opts=opts, recipe=recipe, config=config, ...)  # a LlaraTrainer
@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,58 +41,11 @@ from llara.modeling.config import ModelConfig
 from llara.modeling.precision import bf16_supported
 from llara.modeling.prompts import add_special_tokens
 from llara.modeling.recipes import Recipe
+from llara.training.options import LORA_SHORT, TrainOptions
 
 log = logging.getLogger(__name__)
 
-LORA_SHORT = ("q", "k", "v", "o", "gate", "up", "down")  # LLaMA-family projection names without "_proj"
 SPECIAL_PARAM = "trainable_tokens"  # PEFT's name for the rows of the special-token embeddings
-
-
-@dataclass
-class TrainOptions:
-    """Everything a user sets on the command line for a training run (pretrain and finetune alike)."""
-
-    output: Path
-    max_steps: int | None = None
-    max_time: float | None = None  # minutes; stop cleanly and save when reached
-    lr: float = 1e-4
-    special_lr: float = 1e-3  # the new special-token embeddings: they barely move at the LoRA lr
-    batch_size: int = 8
-    grad_accum: int = 1
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    save_every: int = 200  # steps between checkpoints
-    save_at_minutes: list[float] = field(default_factory=list)  # also checkpoint at these wall-clock minutes
-    resume: bool = False
-    seed: int = 42
-    full: bool = False  # full fine-tuning instead of LoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: list(LORA_SHORT))
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    gradient_checkpointing: bool = False
-    deepspeed: str | None = None  # path to a DeepSpeed JSON config (configs/)
-    logging_steps: int = 5
-
-    def validate(self) -> None:
-        if self.max_steps is None and self.max_time is None:
-            raise LlaraError("give --max-steps or --max-time (or both)")
-        for name in ("lr", "special_lr", "batch_size", "grad_accum", "save_every", "lora_r"):
-            if getattr(self, name) <= 0:
-                raise LlaraError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise LlaraError(f"--max-steps must be positive, got {self.max_steps}")
-        if self.max_time is not None and self.max_time <= 0:
-            raise LlaraError(f"--max-time must be positive, got {self.max_time}")
-        if self.deepspeed and not Path(self.deepspeed).is_file():
-            raise LlaraError("DeepSpeed config not found", self.deepspeed)
-        if self.output.exists() and not self.resume and any(self.output.iterdir()):
-            raise LlaraError("output folder exists and is not empty (use --resume to continue a run)", self.output)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.output.parent / f"{self.output.name}-checkpoints"
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -204,11 +156,6 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
-
-
-def interrupted(output: Path) -> bool:
-    """True when a run into `output` was killed mid-way: checkpoints beside it, no final model yet."""
-    return (output.parent / f"{output.name}-checkpoints").is_dir() and not output.is_dir()
 
 
 def resume_checkpoint(opts: TrainOptions) -> str | None:

@@ -14,7 +14,6 @@ The estimate counts the activations autograd keeps per token and layer for a LLa
 from __future__ import annotations
 
 import logging
-import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,11 +202,3 @@ def plan_pretrain(
         batch, seq_len, (batch * per_row + extra) / GiB, available / GiB, micro, grad_accum * batch // micro,
     )  # fmt: skip
     return micro, grad_accum * batch // micro
-
-
-def device_of_rank() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return "cpu"

@@ -9,20 +9,18 @@ llara.training.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
 from llara import compat
-from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
 from llara.modeling.embedder import embed
+from llara.modeling.loading import device_of_rank, load_model
 from llara.modeling.prompts import PromptBuilder
 from llara.training.common import (
     LlaraTrainer,
-    TrainOptions,
     checkpoint_step,
     finish,
     finished_checkpoint,
@@ -34,30 +32,10 @@ from llara.training.common import (
 )
 from llara.training.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
 from llara.training.finetune.loss import grad_cache_step, info_nce
-from llara.training.memory import ModelShape, available_memory, device_of_rank, plan_finetune
+from llara.training.finetune.options import FinetuneOptions
+from llara.training.memory import ModelShape, available_memory, plan_finetune
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneOptions:
-    """What is specific to contrastive fine-tuning (the rest lives in TrainOptions)."""
-
-    group_size: int = 16
-    temperature: float = 0.01
-    query_max_length: int = 64
-    passage_max_length: int = 160
-    negatives_cross_device: bool = False
-    grad_cache: bool = False
-    chunk_size: int = 8
-
-    def validate(self) -> None:
-        if self.group_size < 1:
-            raise LlaraError(f"--group-size must be at least 1, got {self.group_size}")
-        if self.temperature <= 0:
-            raise LlaraError(f"--temperature must be positive, got {self.temperature}")
-        if self.chunk_size < 1:
-            raise LlaraError(f"--chunk-size must be at least 1, got {self.chunk_size}")
 
 
 class EpochSampling(TrainerCallback):
@@ -71,12 +49,10 @@ class EpochSampling(TrainerCallback):
 
 
 class ContrastiveTrainer(LlaraTrainer):
-    def __init__(self, *args, ft: FinetuneOptions, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.ft = ft
+    opts: FinetuneOptions
 
     def _loss(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return info_nce(q, p, self.ft.temperature, self.ft.negatives_cross_device)
+        return info_nce(q, p, self.opts.temperature, self.opts.negatives_cross_device)
 
     def _record(self, inputs: dict, loss: torch.Tensor) -> None:
         tokens = int(inputs["query"]["attention_mask"].sum() + inputs["passage"]["attention_mask"].sum())
@@ -90,7 +66,7 @@ class ContrastiveTrainer(LlaraTrainer):
         return (loss, {"q": q, "p": p}) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not self.ft.grad_cache:
+        if not self.opts.grad_cache:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = compat.prepare_inputs(self, inputs)
@@ -105,7 +81,7 @@ class ContrastiveTrainer(LlaraTrainer):
             inputs["query"],
             inputs["passage"],
             self._loss,
-            self.ft.chunk_size,
+            self.opts.chunk_size,
             backward=lambda surrogate: self.accelerator.backward(surrogate * scale),
             no_sync=lambda: self.accelerator.no_sync(model),
         )
@@ -113,28 +89,18 @@ class ContrastiveTrainer(LlaraTrainer):
         return loss * scale
 
 
-def finetune(
-    model: str,
-    train_file: str | Path,
-    opts: TrainOptions,
-    ft: FinetuneOptions,
-    recipe: str | None = None,
-    trust_remote_code: bool = False,
-) -> dict:
+def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_remote_code: bool = False) -> dict:
     """Fine-tune `model` on query/pos/neg rows and save a merged HF folder at opts.output."""
-    from llara.modeling.loading import load_model
-
     compat.check_training_stack()
     opts.validate()
-    ft.validate()
     examples = read_train_file(train_file)  # all input checks happen before anything is written
     checkpoint = resume_checkpoint(opts)
-    stage = {"stage": "finetune", **vars(ft), "train": str(train_file), "base_model": str(model)}
+    stage = {"stage": "finetune", **opts.contrastive(), "train": str(train_file), "base_model": str(model)}
     # The model encodes as it was fine-tuned: these lengths are saved and used by evaluate/encode/export.
     config = (
         ModelConfig.of(model)
-        .override(recipe)
-        .trained(stage, query_max_length=ft.query_max_length, passage_max_length=ft.passage_max_length)
+        .override(opts.recipe)
+        .trained(stage, query_max_length=opts.query_max_length, passage_max_length=opts.passage_max_length)
     )
     recipe_ = config.recipe_spec
     if finished_checkpoint(opts, checkpoint):  # nothing left to train: no need to load the base model
@@ -142,33 +108,32 @@ def finetune(
         steps = checkpoint_step(checkpoint)
         return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
     hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
-    dataset = TrainDataset(examples, ft.group_size, seed=opts.seed, path=train_file)
+    dataset = TrainDataset(examples, opts.group_size, seed=opts.seed, path=train_file)
     # Fit the step to the memory this machine has (the defaults are the 7B GPU recipe's), and say so.
-    ft.grad_cache, ft.chunk_size = plan_finetune(
+    opts.grad_cache, opts.chunk_size = plan_finetune(
         ModelShape.of(hf_model),
         opts.batch_size,
         dataset.group_size,
-        ft.query_max_length,
-        ft.passage_max_length,
-        grad_cache=ft.grad_cache,
-        chunk=ft.chunk_size,
+        opts.query_max_length,
+        opts.passage_max_length,
+        grad_cache=opts.grad_cache,
+        chunk=opts.chunk_size,
         checkpointing=opts.gradient_checkpointing,
         full=opts.full,
         available=available_memory(device_of_rank()),
         half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
     )
-    stage.update(grad_cache=ft.grad_cache, chunk_size=ft.chunk_size)  # what actually ran, into llara.json
+    stage.update(grad_cache=opts.grad_cache, chunk_size=opts.chunk_size)  # what actually ran, into llara.json
     wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
-    collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), ft.query_max_length, ft.passage_max_length)
+    collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), opts.query_max_length, opts.passage_max_length)
     # Gathered negatives need the same batch size on every rank.
-    args = training_arguments(opts, dataloader_drop_last=ft.negatives_cross_device)
+    args = training_arguments(opts, dataloader_drop_last=opts.negatives_cross_device)
     trainer = ContrastiveTrainer(
         model=wrapped,
         args=args,
         opts=opts,
         recipe=recipe_,
         config=config,
-        ft=ft,
         train_dataset=dataset,
         data_collator=collator,
         processing_class=tokenizer,  # saved in each checkpoint, which then loads on its own

@@ -8,12 +8,11 @@ from pathlib import Path
 from llara import compat
 from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
-from llara.modeling.loading import load_model, resolve_model
+from llara.modeling.loading import device_of_rank, load_model, resolve_model
 from llara.modeling.prompts import PromptBuilder
 from llara.modeling.recipes import Recipe, load_recipe
 from llara.training.common import (
     LlaraTrainer,
-    TrainOptions,
     finish,
     finished_checkpoint,
     prepare_model,
@@ -23,10 +22,11 @@ from llara.training.common import (
     training_arguments,
     use_bf16,
 )
-from llara.training.memory import ModelShape, available_memory, device_of_rank, plan_pretrain
+from llara.training.memory import ModelShape, available_memory, plan_pretrain
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.data import PretrainDataset, count_documents
 from llara.training.pretrain.loss import joint_loss
+from llara.training.pretrain.options import PretrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +62,9 @@ class PretrainTrainer(LlaraTrainer):
         return (loss, None) if return_outputs else loss
 
 
-def run_pretrain(
-    model_name: str,
-    corpus: str | Path,
-    opts: TrainOptions,
-    recipe: str | Recipe = "reference",
-    chunk_tokens: int = 128,
-    lm_loss: bool = False,
-    remove_stop_words: bool = False,
-    shuffle_buffer: int = 2048,
-    trust_remote_code: bool = False,
-) -> Path:
+def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, trust_remote_code: bool = False) -> Path:
     """Adapt `model_name` on `corpus`; write the merged model to `opts.output` and return it."""
-    recipe_ = load_recipe(recipe)  # a built-in name or a recipe file
+    recipe_ = load_recipe(opts.recipe)  # a built-in name or a recipe file
     check_pretrain_recipe(recipe_)
     compat.check_training_stack()
     opts.validate()
@@ -84,9 +74,9 @@ def run_pretrain(
         "stage": "pretrain",
         "base_model": str(resolve_model(model_name)),
         "corpus": str(corpus),
-        "chunk_tokens": chunk_tokens,
-        "lm_loss": lm_loss,
-        "remove_stop_words": remove_stop_words,
+        "chunk_tokens": opts.chunk_tokens,
+        "lm_loss": opts.lm_loss,
+        "remove_stop_words": opts.remove_stop_words,
     }
     # Encoding lengths carry over from the base model (a llara folder) or stay at the defaults.
     config = ModelConfig.of(model_name).trained(stage, recipe=recipe_)
@@ -98,7 +88,7 @@ def run_pretrain(
         ModelShape.of(model),
         opts.batch_size,
         opts.grad_accum,
-        chunk_tokens,
+        opts.chunk_tokens,
         checkpointing=opts.gradient_checkpointing,
         full=opts.full,
         available=available_memory(device_of_rank()),
@@ -107,11 +97,11 @@ def run_pretrain(
     model = prepare_model(model, tokenizer, recipe_, opts)
     prompts = PromptBuilder(tokenizer, recipe_)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe_))
-    collator = PretrainCollator(prompts, exclude, lm_loss=lm_loss)
-    budget = chunk_tokens - collator.prompt_length()
+    collator = PretrainCollator(prompts, exclude, lm_loss=opts.lm_loss)
+    budget = opts.chunk_tokens - collator.prompt_length()
     if budget < 1:
         raise LlaraError(
-            f"--chunk-tokens {chunk_tokens} is smaller than the {recipe_.name} prompt "
+            f"--chunk-tokens {opts.chunk_tokens} is smaller than the {recipe_.name} prompt "
             f"({collator.prompt_length()} tokens)"
         )
     dataset = PretrainDataset(
@@ -119,9 +109,9 @@ def run_pretrain(
         tokenizer,
         budget,
         seed=opts.seed,
-        shuffle_buffer=shuffle_buffer,
-        target_length=chunk_tokens,  # the reference cuts a target text at cutoff_len
-        remove_stop_words=remove_stop_words,
+        shuffle_buffer=opts.shuffle_buffer,
+        target_length=opts.chunk_tokens,  # the reference cuts a target text at cutoff_len
+        remove_stop_words=opts.remove_stop_words,
     )
     log.info("pretraining on %d documents of %s, %d text tokens per chunk", n_docs, corpus, budget)
     trainer = PretrainTrainer(

@@ -1,0 +1,252 @@
+"""Tables and plots: how results look in the terminal (rich), in Markdown files and as PNG.
+
+Every command and experiment prints through here: `llara evaluate` and the demo (`metrics_table`,
+`markdown_table`, `results_plot`), `llara compare` (`comparison_table`), `llara explain`
+(`explanation_table`, `explanation_comparison_table`) and `llara ablate` (`ablation_arms_table`,
+`ablation_seeds_table`, `ablation_markdown`). Nothing here computes a result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from rich.table import Table
+
+from llara.data.io import atomic_write
+
+if TYPE_CHECKING:
+    from llara.inference.explain import Comparison, Explanation
+
+
+# ------------------------------------------------------------------------------ metrics (evaluate, demo)
+def metrics_table(title: str, rows: dict[str, dict[str, float]], columns: list[str]) -> Table:
+    """One row per method, one column per metric (floats with 3 decimals)."""
+    table = Table(title=title)
+    table.add_column("method")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for name, values in rows.items():
+        table.add_row(
+            name, *(f"{values[c]:.3f}" if isinstance(values.get(c), float) else str(values.get(c, "")) for c in columns)
+        )
+    return table
+
+
+def markdown_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
+    """The same as Markdown; a "minutes" column with one decimal, metrics with 3."""
+    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for name, r in rows.items():
+        cells = [f"{r[c]:.1f}" if c == "minutes" else f"{r[c]:.3f}" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def results_plot(rows: dict[str, dict[str, float]], logs: dict[str, list[dict]], path: Path, title: str) -> None:
+    """A PNG: training loss per step of each run (left), nDCG@10 of each method (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, history in logs.items():
+        if history:
+            left.plot([e["step"] for e in history], [e["loss"] for e in history], marker=".", label=name)
+    left.set(xlabel="step", ylabel="training loss", title="training loss")
+    left.legend()
+    names = list(rows)
+    right.barh(names[::-1], [rows[n]["nDCG@10"] for n in names[::-1]], color="tab:blue")
+    for i, n in enumerate(names[::-1]):
+        right.text(rows[n]["nDCG@10"], i, f" {rows[n]['nDCG@10']:.3f}", va="center")
+    right.set(xlabel="nDCG@10", title=title, xlim=(0, 1))
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------- runs (compare)
+def comparison_table(result: dict) -> Table:
+    """`llara compare`: one row per run and metric; the caption says which tests and correction."""
+    table = Table(title=f"{result['queries']} judged queries of {result['qrels']}; baseline: {result['baseline']}")
+    for name in ("run", "metric", "mean", "Δ", "p rand (Holm)", "p t-test (Holm)", "W/T/L"):
+        numeric = name not in ("run", "metric")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
+    by_run = {}
+    for c in result["comparisons"]:
+        by_run.setdefault(c["run"], {})[c["metric"]] = c
+    for i, run in enumerate(result["runs"]):
+        for j, m in enumerate(result["metrics"]):
+            c = by_run.get(run["label"], {}).get(m)
+            cells = [run["label"] if j == 0 else "", m, f"{run['metrics'][m]:.4f}"]
+            if c is None:
+                cells += ["(baseline)", "", "", ""]
+            else:
+                star = "*" if c["significant"] else ""
+                cells += [
+                    f"{c['delta']:+.4f}{star}",
+                    f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f})",
+                    f"{c['p_t']:.3f} ({c['p_t_holm']:.3f})",
+                    f"{c['wins']}/{c['ties']}/{c['losses']}",
+                ]
+            table.add_row(*cells, end_section=j == len(result["metrics"]) - 1 and i < len(result["runs"]) - 1)
+    perm = result["tests"]["permutation"]
+    table.caption = (
+        f"Δ: difference to the baseline. Two-sided paired tests: randomization (sign flips, {perm['resamples']} "
+        f"resamples, exact if 2^queries <= that) and t-test; in brackets Holm-corrected over the "
+        f"{len(result['comparisons'])} comparisons (runs x metrics). * Holm randomization p < {result['alpha']}. "
+        "W/T/L: queries better/tied/worse. A query missing from a run scores 0."
+    )
+    return table
+
+
+# ------------------------------------------------------------------------------- explain
+def _show(token: str) -> str:
+    return repr(token)[1:-1] if token.strip() == token else repr(token)  # make leading spaces visible
+
+
+def explanation_table(e: Explanation) -> Table:
+    """`llara explain TEXT`: rank, token, probability, whether the token is one of the text's own."""
+    table = Table(
+        title=f"{e.side} ({'EBAE' if e.side == 'passage' else 'EBAR'} prompt, {e.recipe} recipe)",
+        caption=f"own tokens in top {len(e.tokens)}: {e.reconstruction:.0%} (self-reconstruction); "
+        f"top-{len(e.tokens)} mass {e.top_k_mass:.3f}",
+    )
+    table.add_column("#", justify="right")
+    table.add_column("token")
+    table.add_column("prob", justify="right")
+    table.add_column("in text", justify="center")
+    for rank, t in enumerate(e.tokens, start=1):
+        style = "bold green" if t.in_text else None
+        table.add_row(str(rank), escape(_show(t.token)), f"{t.prob:.4f}", "✓" if t.in_text else "", style=style)
+    return table
+
+
+def explanation_comparison_table(c: Comparison) -> Table:
+    """`llara explain --query --document`: query and document tokens side by side; tokens in both lists in bold."""
+    shared = {t.id for t in c.shared}
+    table = Table(
+        title=f"query (EBAR) vs document (EBAE), {c.query.recipe} recipe: cosine {c.cosine:.4f}",
+        caption=f"shared: {', '.join(escape(_show(t.token)) for t in c.shared) or 'none'}; self-reconstruction "
+        f"query {c.query.reconstruction:.0%}, document {c.document.reconstruction:.0%}",
+    )
+    table.add_column("#", justify="right")
+    for side in ("query", "document"):
+        table.add_column(f"{side} token")
+        table.add_column("prob", justify="right")
+    for rank, (q, d) in enumerate(zip(c.query.tokens, c.document.tokens, strict=True), start=1):
+        cells = [str(rank)]
+        for t in (q, d):
+            mark = "bold magenta" if t.id in shared else "green" if t.in_text else ""
+            cells += [f"[{mark}]{escape(_show(t.token))}[/]" if mark else escape(_show(t.token)), f"{t.prob:.4f}"]
+        table.add_row(*cells)
+    return table
+
+
+# ------------------------------------------------------------------------------- ablate
+def _cell(stats: dict) -> str:
+    return f"{stats['mean']:.4f}" + ("" if stats["std"] is None else f" ± {stats['std']:.4f}")
+
+
+def ablation_arms_table(report: dict) -> Table:
+    table = Table(title=f"llara ablate: {report['data']} ({report['split']}, {report['queries']} queries)")
+    table.add_column("arm")
+    table.add_column("runs", justify="right")
+    for m in report["metrics"]:
+        table.add_column(m, justify="right")
+    for arm, a in report["arms"].items():
+        table.add_row(arm, str(len(a["runs"])), *(_cell(a["metrics"][m]) for m in report["metrics"]))
+    table.caption = f"mean ± sample std over {report['seeds']} seed(s) for the fine-tuned arms"
+    return table
+
+
+def ablation_seeds_table(report: dict) -> Table:
+    table = Table(title="adaptation effect: ft-adapted vs ft-raw, same data, settings and seed")
+    for name in ("seed", "metric", "ft-raw", "ft-adapted", "Δ", "p rand (Holm)", "p t-test (Holm)", "W/T/L"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    for p in report["adaptation_effect"]["per_seed"]:
+        for i, c in enumerate(p["comparisons"]):
+            m, s = c["metric"], p["seed"]
+            table.add_row(
+                str(s) if i == 0 else "",
+                m,
+                f"{p['metrics'][f'ft-raw-s{s}'][m]:.4f}",
+                f"{p['metrics'][f'ft-adapted-s{s}'][m]:.4f}",
+                f"{c['delta']:+.4f}" + ("*" if c["significant"] else ""),
+                f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f})",
+                f"{c['p_t']:.3f} ({c['p_t_holm']:.3f})",
+                f"{c['wins']}/{c['ties']}/{c['losses']}",
+                end_section=i == len(p["comparisons"]) - 1,
+            )
+    table.caption = (
+        "; ".join(
+            f"{m}: {e['seeds_favouring_adaptation']} of {report['seeds']} seeds favour adaptation "
+            f"(mean Δ {e['mean_delta']:+.4f})"
+            for m, e in report["adaptation_effect"]["summary"].items()
+        )
+        + ". * Holm randomization p < alpha."
+    )
+    return table
+
+
+def ablation_markdown(report: dict) -> str:
+    """OUT/ablation.md: the three tables of the terminal as Markdown."""
+    ms = report["metrics"]
+    t = report["training"]
+    lines = [
+        f"# llara ablate: {report['data']} ({report['split']}, {report['queries']} queries), model {report['model']}",
+        "",
+        f"Training rows: {t['source']}"
+        + (f", {t['query_mode']} -> text queries ({t['why']})" if "query_mode" in t else "")
+        + f" ({t.get('file', '')}). No judgements are used for training or selection.",
+        "",
+        "| arm | runs | " + " | ".join(ms) + " |",
+        "|---|---:|" + "---:|" * len(ms),
+    ]
+    for arm, a in report["arms"].items():
+        lines.append(f"| {arm} | {len(a['runs'])} | " + " | ".join(_cell(a["metrics"][m]) for m in ms) + " |")
+    lines += ["", f"Mean ± sample standard deviation over {report['seeds']} seed(s) for the fine-tuned arms.", ""]
+    lines += [
+        "## Adaptation effect per seed (ft-adapted vs ft-raw)",
+        "",
+        "| seed | metric | ft-raw | ft-adapted | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in report["adaptation_effect"]["per_seed"]:
+        s = p["seed"]
+        for c in p["comparisons"]:
+            m = c["metric"]
+            lines.append(
+                f"| {s} | {m} | {p['metrics'][f'ft-raw-s{s}'][m]:.4f} | {p['metrics'][f'ft-adapted-s{s}'][m]:.4f} | "
+                f"{c['delta']:+.4f}{'*' if c['significant'] else ''} | "
+                f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f}) | {c['p_t']:.3f} ({c['p_t_holm']:.3f}) | "
+                f"{c['wins']}/{c['ties']}/{c['losses']} |"
+            )
+    lines.append("")
+    for m, e in report["adaptation_effect"]["summary"].items():
+        lines.append(
+            f"- {m}: {e['seeds_favouring_adaptation']} of {report['seeds']} seeds favour adaptation, "
+            f"{e['seeds_against']} against (mean Δ {e['mean_delta']:+.4f}; significant for adaptation in "
+            f"{e['seeds_significant_for_adaptation']})"
+        )
+    v = report["vs_bm25"]
+    lines += [
+        "",
+        "## Every final run vs BM25",
+        "",
+        f"Holm-corrected over the {len(v['comparisons'])} comparisons (runs x metrics); * Holm randomization "
+        f"p < {v['alpha']}.",
+        "",
+        "| run | metric | mean | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in v["comparisons"]:
+        mean = next(r["metrics"][c["metric"]] for r in v["runs"] if r["label"] == c["run"])
+        lines.append(
+            f"| {c['run']} | {c['metric']} | {mean:.4f} | {c['delta']:+.4f}{'*' if c['significant'] else ''} | "
+            f"{c['p_permutation']:.3f} ({c['p_permutation_holm']:.3f}) | {c['p_t']:.3f} ({c['p_t_holm']:.3f}) | "
+            f"{c['wins']}/{c['ties']}/{c['losses']} |"
+        )
+    return "\n".join(lines) + "\n"
