@@ -138,3 +138,36 @@ def test_trained_lengths_travel_with_the_model(tiny_model_dir, tmp_path):
     exported = json.loads((tmp_path / "exported" / "llara.json").read_text())
     assert (exported["query_max_length"], exported["passage_max_length"]) == (36, 40)
     assert [s["stage"] for s in exported["training"]] == ["finetune"]
+
+
+def test_defaults_follow_the_device_profile(tmp_path):
+    """Unset settings take the device's profile; a given flag wins; --full takes the full-weights rate."""
+    from llara.training.finetune.options import FULL_LR, PROFILES, FinetuneOptions
+
+    cpu = FinetuneOptions(output=tmp_path / "a").resolve("cpu")
+    assert cpu.profile == "cpu" and cpu.contrastive()["profile"] == "cpu"
+    assert {k: getattr(cpu, k) for k in PROFILES["cpu"]} == PROFILES["cpu"]
+    gpu = FinetuneOptions(output=tmp_path / "b", group_size=4).resolve("cuda:1")
+    assert gpu.profile == "gpu" and gpu.group_size == 4 and gpu.lr == PROFILES["gpu"]["lr"]
+    assert gpu.passage_max_length == PROFILES["gpu"]["passage_max_length"]
+    assert FinetuneOptions(output=tmp_path / "c", full=True).resolve("cpu").lr == FULL_LR
+    assert PROFILES["cpu"]["group_size"] < PROFILES["gpu"]["group_size"]
+    with pytest.raises(ValueError):
+        FinetuneOptions(output=tmp_path / "d").validate()  # unresolved
+
+
+def test_cli_records_the_profile_it_trained_with(tiny_model_dir, tmp_path):
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    out = tmp_path / "ft"
+    args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--batch-size", "2"]
+    result = run_cli(*args, "--max-steps", "1", "--precision", "fp32", "--passage-max-length", "48")
+    assert result.returncode == 0, result.stderr[-2000:]
+    from llara.modeling.loading import device_of_rank
+    from llara.training.finetune.options import PROFILES, profile_for
+
+    profile = profile_for(device_of_rank())  # "cpu" here; "gpu" where a GPU trains
+    config = json.loads((out / "llara.json").read_text())
+    stage = config["training"][-1]
+    assert stage["profile"] == profile and stage["group_size"] == PROFILES[profile]["group_size"]
+    query = PROFILES[profile]["query_max_length"]
+    assert (config["query_max_length"], config["passage_max_length"]) == (query, 48)

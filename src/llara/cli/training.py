@@ -37,11 +37,16 @@ from llara.cli.options import (
     numbers,
     settings,
 )
-from llara.training.finetune.options import FinetuneOptions
+from llara.training.finetune.options import FULL_LR, PROFILES, FinetuneOptions
 from llara.training.options import LORA_SHORT
 from llara.training.pretrain.options import PretrainOptions
 
 P, F = PretrainOptions, FinetuneOptions  # the defaults
+
+
+def _by_device(key: str) -> str:
+    """A fine-tuning default that depends on the device (FinetuneOptions' PROFILES), for --help."""
+    return f"(default: {PROFILES['cpu'][key]:g} on a CPU, {PROFILES['gpu'][key]:g} on a GPU)"
 
 
 def pretrain(
@@ -107,14 +112,22 @@ def finetune(
     model: Model = "smollm2",
     recipe: Recipe = F.recipe,
     group_size: Annotated[
-        int, typer.Option(help="passages per query: 1 positive + group-size - 1 negatives")
+        int | None,
+        typer.Option(help=f"passages per query: 1 positive + group-size - 1 negatives {_by_device('group_size')}"),
     ] = F.group_size,
     temperature: Annotated[float, typer.Option(help="InfoNCE temperature")] = F.temperature,
     query_max_length: Annotated[
-        int, typer.Option(help="query tokens, prompt included (saved: the model encodes with it)")
+        int | None,
+        typer.Option(
+            help=f"query tokens, prompt included (saved: the model encodes with it) {_by_device('query_max_length')}"
+        ),
     ] = F.query_max_length,
     passage_max_length: Annotated[
-        int, typer.Option(help="passage tokens, prompt included (saved: the model encodes with it)")
+        int | None,
+        typer.Option(
+            help="passage tokens, prompt included (saved: the model encodes with it) "
+            + _by_device("passage_max_length")
+        ),
     ] = F.passage_max_length,
     negatives_cross_device: Annotated[
         bool, typer.Option(help="with torchrun: every query also sees the other ranks' passages")
@@ -125,9 +138,7 @@ def finetune(
     chunk_size: Annotated[int, typer.Option(help="texts per GradCache chunk")] = F.chunk_size,
     max_steps: MaxSteps = F.max_steps,
     max_time: MaxTime = F.max_time,
-    lr: Annotated[
-        float | None, typer.Option(help=f"learning rate (default: {F.LORA_LR} with LoRA, {F.FULL_LR} with --full)")
-    ] = F.lr,
+    lr: Annotated[float | None, typer.Option(help=f"learning rate {_by_device('lr')}; {FULL_LR:g} with --full")] = F.lr,
     special_lr: SpecialLr = F.special_lr,
     batch_size: Annotated[int, typer.Option(help="queries per device per step")] = F.batch_size,
     grad_accum: GradAccum = F.grad_accum,

@@ -92,6 +92,15 @@ class ContrastiveTrainer(LlaraTrainer):
 def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_remote_code: bool = False) -> dict:
     """Fine-tune `model` on query/pos/neg rows and save a merged HF folder at opts.output."""
     compat.check_training_stack()
+    opts.resolve(device_of_rank())
+    log.info(
+        "fine-tuning with the %s profile: group size %d, lengths %d/%d, lr %g",
+        opts.profile,
+        opts.group_size,
+        opts.query_max_length,
+        opts.passage_max_length,
+        opts.lr,
+    )
     opts.validate()
     examples = read_train_file(train_file)  # all input checks happen before anything is written
     checkpoint = resume_checkpoint(opts)
@@ -109,7 +118,7 @@ def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_re
         return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
     hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
     dataset = TrainDataset(examples, opts.group_size, seed=opts.seed, path=train_file)
-    # Fit the step to the memory this machine has (the defaults are the 7B GPU recipe's), and say so.
+    # Fit the step to the memory this machine has, and say so.
     opts.grad_cache, opts.chunk_size = plan_finetune(
         ModelShape.of(hf_model),
         opts.batch_size,
