@@ -1,7 +1,7 @@
 """Tables and plots: how results look in the terminal (rich), in Markdown files and as PNG.
 
-Every command and experiment prints through here: `llara evaluate` and the demo (`metrics_table`,
-`markdown_table`, `results_plot`), `llara compare` (`comparison_table`), `llara explain`
+Every command and experiment prints through here: `llara evaluate` (`metrics_table`), the demo
+(`demo_table`, `demo_markdown`, `results_plot`), `llara compare` (`comparison_table`), `llara explain`
 (`explanation_table`, `explanation_comparison_table`) and `llara ablate` (`ablation_arms_table`,
 `ablation_seeds_table`, `ablation_markdown`). Nothing here computes a result.
 """
@@ -34,37 +34,122 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]], columns: list[s
     return table
 
 
-def markdown_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
-    """The same as Markdown; a "minutes" column with one decimal, metrics with 3."""
-    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for name, r in rows.items():
-        cells = [f"{r[c]:.1f}" if c == "minutes" else f"{r[c]:.3f}" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def results_plot(rows: dict[str, dict[str, float]], logs: dict[str, list[dict]], path: Path, title: str) -> None:
-    """A PNG: training loss per step of each run (left), nDCG@10 of each method (right)."""
+def results_plot(
+    rows: dict[str, dict[str, float]],
+    logs: dict[str, list[dict]],
+    path: Path,
+    title: str,
+    versus: dict[str, dict | None] | None = None,
+    alpha: float = 0.05,
+) -> None:
+    """A PNG: training loss per step of each run (left), nDCG@10 of each method (right). With `versus`
+    (method -> its nDCG@10 comparison with the baseline, llara.comparison's, None for the baseline),
+    each bar also shows the difference and the Holm-corrected randomization p-value, * where below
+    `alpha`, and a dashed line marks the baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1, 1.5]})
     for name, history in logs.items():
         if history:
             left.plot([e["step"] for e in history], [e["loss"] for e in history], marker=".", label=name)
     left.set(xlabel="step", ylabel="training loss", title="training loss")
-    left.legend()
-    names = list(rows)
-    right.barh(names[::-1], [rows[n]["nDCG@10"] for n in names[::-1]], color="tab:blue")
-    for i, n in enumerate(names[::-1]):
-        right.text(rows[n]["nDCG@10"], i, f" {rows[n]['nDCG@10']:.3f}", va="center")
-    right.set(xlabel="nDCG@10", title=title, xlim=(0, 1))
+    if any(logs.values()):
+        left.legend()
+    names = list(rows)[::-1]  # barh draws bottom-up: the first method on top
+    versus = versus or {}
+    baseline = next((n for n in rows if n in versus and versus[n] is None), None)
+    colors = ["tab:gray" if n == baseline else "tab:blue" for n in names]
+    right.barh(names, [rows[n]["nDCG@10"] for n in names], color=colors)
+    for i, n in enumerate(names):
+        c = versus.get(n)
+        label = f" {rows[n]['nDCG@10']:.3f}"
+        if c is not None:
+            star = "*" if c["p_permutation_holm"] < alpha else ""
+            label += f"   Δ {c['delta']:+.3f}, p {_p(c['p_permutation_holm'])}{star}"
+        right.text(rows[n]["nDCG@10"], i, label, va="center", fontsize=9)
+    xlabel = "nDCG@10"
+    if baseline is not None:
+        right.axvline(rows[baseline]["nDCG@10"], color="tab:gray", linestyle="--", linewidth=1)
+        xlabel += f"\nΔ: vs {baseline}; p: paired randomization test, Holm-corrected; * p < {alpha}"
+    right.set(xlabel=xlabel, title=title, xlim=(0, 1.45 if versus else 1.15))
+    right.set_xticks([i / 5 for i in range(6)])
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------- demo
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _versus(c: dict | None) -> list[str]:
+    """Δ, p rand (Holm), p t-test (Holm), W/T/L of one comparison with the baseline (blank for the baseline)."""
+    if c is None:
+        return ["(baseline)", "", "", ""]
+    return [
+        f"{c['delta']:+.3f}" + ("*" if c["significant"] else ""),
+        f"{_p(c['p_permutation'])} ({_p(c['p_permutation_holm'])})",
+        f"{_p(c['p_t'])} ({_p(c['p_t_holm'])})",
+        f"{c['wins']}/{c['ties']}/{c['losses']}",
+    ]
+
+
+def _demo_cells(row: dict, columns: list[str]) -> list[str]:
+    return [f"{row['minutes']:.1f}" if c == "minutes" else f"{row['metrics'][c]:.3f}" for c in columns]
+
+
+def _demo_caption(report: dict) -> str:
+    s = report["significance"]
+    return (
+        f"Δ: difference to BM25 in {s['metrics'][0]} over the {report['queries']} queries. Two-sided paired tests: "
+        f"randomization (sign flips, {s['tests']['permutation']['resamples']} resamples) and t-test; in brackets "
+        f"Holm-corrected over the {s['correction']['family']}. * Holm randomization p < {s['alpha']}. W/T/L: "
+        f"queries better/tied/worse than BM25. minutes: {report['minutes']}."
+    )
+
+
+def demo_table(report: dict) -> Table:
+    """`llara demo`: one row per method, its metrics and its test against BM25 on the first tested metric."""
+    metric = report["significance"]["metrics"][0]
+    table = Table(title=f"llara demo: {report['data']} ({report['queries']} queries), model {report['model']}")
+    table.add_column("method")
+    for c in report["columns"]:
+        table.add_column(c, justify="right")
+    for name in (f"Δ {metric} vs BM25", "p rand (Holm)", "p t-test (Holm)", "W/T/L"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for name, r in report["rows"].items():
+        table.add_row(escape(name), *_demo_cells(r, report["columns"]), *_versus((r["vs_bm25"] or {}).get(metric)))
+    table.caption = _demo_caption(report)
+    return table
+
+
+def demo_markdown(report: dict) -> str:
+    """OUTPUT/results.md: the terminal's table, then every row against BM25 on each tested metric."""
+    columns, s = report["columns"], report["significance"]
+    metric = s["metrics"][0]
+    lines = [
+        f"# llara demo: {report['data']} ({report['queries']} queries), model {report['model']}",
+        "",
+        f"| method | {' | '.join(columns)} | Δ {metric} vs BM25 | p rand (Holm) | p t-test (Holm) | W/T/L |",
+        "|---|" + "---:|" * (len(columns) + 4),
+    ]
+    for name, r in report["rows"].items():
+        cells = [*_demo_cells(r, columns), *_versus((r["vs_bm25"] or {}).get(metric))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", _demo_caption(report), "", "## Every row vs BM25", ""]
+    lines += [
+        "| method | metric | mean | Δ | p rand (Holm) | p t-test (Holm) | W/T/L |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in report["rows"].items():
+        for m, c in (r["vs_bm25"] or {}).items():
+            lines.append(f"| {name} | {m} | {r['metrics'][m]:.4f} | " + " | ".join(_versus(c)) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------- runs (compare)
