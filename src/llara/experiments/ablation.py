@@ -32,7 +32,7 @@ from rich.markup import escape
 from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, parse_metrics
 from llara.data.io import atomic_write, require_file, write_json
 from llara.errors import LlaraError
-from llara.experiments.demo import FINETUNE, SAVE_EVERY, Stages
+from llara.experiments.demo import SAVE_EVERY, Stages
 from llara.reporting import ablation_arms_table, ablation_markdown, ablation_seeds_table, comparison_table
 from llara.training.finetune.options import FinetuneOptions
 from llara.training.options import interrupted
@@ -84,9 +84,12 @@ class AblationOptions:
         return PretrainOptions(output=target, resume=resume, save_every=SAVE_EVERY, **self.budget("pretrain"))
 
     def finetuning(self, target: Path, seed: int, resume: bool = False) -> FinetuneOptions:
-        """A fine-tuning run: the demo's settings (llara.experiments.demo.FINETUNE) within this budget."""
+        """A fine-tuning run: `llara finetune`'s defaults for this device within this budget."""
+        from llara.modeling.loading import device_of_rank  # torch: not at CLI start-up
+
         budget = self.budget("finetune")
-        return FinetuneOptions(output=target, resume=resume, save_every=SAVE_EVERY, seed=seed, **budget, **FINETUNE)
+        opts = FinetuneOptions(output=target, resume=resume, save_every=SAVE_EVERY, seed=seed, **budget)
+        return opts.resolve(device_of_rank())
 
 
 def query_mode(corpus: dict[str, dict[str, str]]) -> tuple[str, str]:

@@ -53,11 +53,9 @@ TITLE = "arXiv titles -> abstracts"
 COLUMNS = ["nDCG@10", "R@100", "minutes"]
 SIGNIFICANCE_METRICS = ("nDCG@10", "R@100")  # the table's metrics, each row tested against BM25 on each
 HYBRID = Fusion("rrf")  # k = 60, fixed: nothing is tuned, so nothing on the test judgements
-# The demo's overrides of FinetuneOptions' defaults, shared with `llara ablate` (llara.experiments.ablation) so
-# both fine-tune alike: as the CISI run of benchmarks/RESULTS.md, one hard negative per query plus in-batch
-# negatives, short texts, a high rate for a few CPU minutes. Adaptation takes PretrainOptions' defaults
-# (`llara pretrain`'s, as measured in benchmarks/RESULTS.md: bag-of-words losses only, no LoRA dropout).
-FINETUNE = {"group_size": 2, "query_max_length": 32, "passage_max_length": 128, "lr": 1e-3}
+# Both training stages take the commands' defaults: adaptation PretrainOptions' (`llara pretrain`'s),
+# fine-tuning FinetuneOptions' profile for the device (`llara finetune`'s; on a CPU one hard negative
+# per query, short texts, a high rate), within the budget's minutes.
 SAVE_EVERY = 25  # steps between checkpoints: an interrupted run loses little
 # What results.json records of the fine-tuning options (identical for both fine-tuned rows).
 FINETUNE_RECORD = ("group_size", "query_max_length", "passage_max_length", "lr", "special_lr", "batch_size", "seed")
@@ -105,17 +103,20 @@ def row_names(model: str) -> dict[str, str]:
 
 
 def finetune_options(budget: Budget, output: Path, resume: bool = False) -> FinetuneOptions:
-    """The fine-tuning options of both fine-tuned rows: FinetuneOptions' defaults with the demo's
-    overrides (FINETUNE) within the budget; only the output folder differs between the two."""
-    return FinetuneOptions(
+    """The fine-tuning options of both fine-tuned rows: `llara finetune`'s defaults for this device,
+    passages no longer than the budget's, for the budget's minutes; only the output folder differs."""
+    from llara.modeling.loading import device_of_rank  # torch: not at CLI start-up
+
+    opts = FinetuneOptions(
         output=output,
         resume=resume,
         save_every=SAVE_EVERY,
         logging_steps=2,
         max_time=budget.finetune_minutes,
         batch_size=budget.batch_size,
-        **{**FINETUNE, "passage_max_length": min(FINETUNE["passage_max_length"], budget.passage_max_length)},
-    )
+    ).resolve(device_of_rank())
+    opts.passage_max_length = min(opts.passage_max_length, budget.passage_max_length)
+    return opts
 
 
 class Stages:
