@@ -65,7 +65,7 @@ def evaluate_bm25(data: BeirDataset, k: int = 1000) -> Evaluation:
     from llara.retrieval.bm25 import BM25
 
     t0 = time.perf_counter()
-    run = BM25.from_corpus(data.corpus).search(list(data.queries), list(data.queries.values()), k=k)
+    run = BM25.run(data.corpus, data.queries, k)
     return _scored(run, data.qrels, {"search_s": time.perf_counter() - t0})
 
 

@@ -121,7 +121,7 @@ def search(
     docs = read_corpus(corpus) if corpus else None
     found = read_queries(queries)  # validate before loading a model
     if dense is None:
-        run = BM25.from_corpus(docs).search(list(found), list(found.values()), top_k)
+        run = BM25.run(docs, found, top_k)
     else:
         from llara.inference.encoder import LlaraEncoder
 

@@ -85,11 +85,9 @@ class AblationOptions:
 
     def finetuning(self, target: Path, seed: int, resume: bool = False) -> FinetuneOptions:
         """A fine-tuning run: `llara finetune`'s defaults for this device within this budget."""
-        from llara.modeling.loading import device_of_rank  # torch: not at CLI start-up
-
         budget = self.budget("finetune")
         opts = FinetuneOptions(output=target, resume=resume, save_every=SAVE_EVERY, seed=seed, **budget)
-        return opts.resolve(device_of_rank())
+        return opts.resolve()
 
 
 def query_mode(corpus: dict[str, dict[str, str]]) -> tuple[str, str]:

@@ -105,8 +105,6 @@ def row_names(model: str) -> dict[str, str]:
 def finetune_options(budget: Budget, output: Path, resume: bool = False) -> FinetuneOptions:
     """The fine-tuning options of both fine-tuned rows: `llara finetune`'s defaults for this device,
     passages no longer than the budget's, for the budget's minutes; only the output folder differs."""
-    from llara.modeling.loading import device_of_rank  # torch: not at CLI start-up
-
     opts = FinetuneOptions(
         output=output,
         resume=resume,
@@ -114,7 +112,7 @@ def finetune_options(budget: Budget, output: Path, resume: bool = False) -> Fine
         logging_steps=2,
         max_time=budget.finetune_minutes,
         batch_size=budget.batch_size,
-    ).resolve(device_of_rank())
+    ).resolve()
     opts.passage_max_length = min(opts.passage_max_length, budget.passage_max_length)
     return opts
 

@@ -26,6 +26,11 @@ class BM25:
 
         return cls(list(corpus), [format_document(doc) for doc in corpus.values()])
 
+    @classmethod
+    def run(cls, corpus: dict[str, dict[str, str]], queries: dict[str, str], k: int = 1000) -> Run:
+        """Index a BEIR corpus and search every query (id -> text): the top k of each."""
+        return cls.from_corpus(corpus).search(list(queries), list(queries.values()), k=k)
+
     def search(self, query_ids: list[str], queries: list[str], k: int = 1000) -> Run:
         k = min(k, len(self.doc_ids))
         if self.retriever is None or k < 1:

@@ -152,6 +152,6 @@ def hybrid_search(
     from llara.retrieval.bm25 import BM25
     from llara.retrieval.index import dense_run
 
-    sparse = BM25.from_corpus(corpus).search(list(queries), list(queries.values()), k=top_k)
+    sparse = BM25.run(corpus, queries, top_k)
     dense = dense_run(index, encoder, queries, top_k, batch_size, max_tokens_per_batch)
     return fuse(sparse, dense, fusion, top_k)

@@ -51,7 +51,7 @@ def retrieve(model: str, data, k: int, batch_size: int = 32, **encoder_kwargs) -
     if model == "bm25":
         from llara.retrieval.bm25 import BM25
 
-        return BM25.from_corpus(data.corpus).search(list(data.queries), list(data.queries.values()), k=k)
+        return BM25.run(data.corpus, data.queries, k)
     from llara.inference.encoder import LlaraEncoder
     from llara.retrieval.dense import exact_run
 

@@ -53,8 +53,13 @@ class FinetuneOptions(TrainOptions):
     chunk_size: int = 8  # texts per GradCache chunk
     profile: str | None = None  # which PROFILES entry filled the unset settings (set by `resolve`)
 
-    def resolve(self, device: str) -> FinetuneOptions:
-        """Fill every unset setting from the device's profile (in place; returns self)."""
+    def resolve(self, device: str | None = None) -> FinetuneOptions:
+        """Fill every unset setting from the profile of `device` (default: the one this process trains
+        on) in place; returns self."""
+        if device is None:
+            from llara.modeling.loading import device_of_rank  # torch: not at CLI start-up
+
+            device = device_of_rank()
         self.profile = self.profile or profile_for(device)
         for key, value in PROFILES[self.profile].items():
             if getattr(self, key) is None:

@@ -92,7 +92,7 @@ class ContrastiveTrainer(LlaraTrainer):
 def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_remote_code: bool = False) -> dict:
     """Fine-tune `model` on query/pos/neg rows and save a merged HF folder at opts.output."""
     compat.check_training_stack()
-    opts.resolve(device_of_rank())
+    opts.resolve()
     log.info(
         "fine-tuning with the %s profile: group size %d, lengths %d/%d, lr %g",
         opts.profile,
