@@ -80,7 +80,9 @@ def test_finetune_cli_end_to_end(tiny_model_dir, tmp_path):
     config = json.loads((out / "llara.json").read_text())
     assert config["recipe"] == "reference" and config["training"][-1]["grad_cache"] is True
     assert config["training"][-1]["stage"] == "finetune" and config["llara_version"]
-    assert (config["query_max_length"], config["passage_max_length"]) == (36, 40)
+    # trained shorter than the encoding defaults: it still reads whole texts at 64/256
+    assert (config["query_max_length"], config["passage_max_length"]) == (64, 256)
+    assert (config["training"][-1]["query_max_length"], config["training"][-1]["passage_max_length"]) == (36, 40)
     assert (tmp_path / "ft-checkpoints" / "checkpoint-2").is_dir()
     texts = ["dense passage retrieval", "library data"]
     tuned = LlaraEncoder.from_pretrained(out, precision="fp32").encode(texts)
@@ -105,15 +107,15 @@ def test_finetune_cli_bad_input_writes_nothing(tiny_model_dir, tmp_path):
 
 
 def test_trained_lengths_travel_with_the_model(tiny_model_dir, tmp_path):
-    """A model fine-tuned at query 36 / passage 40 tokens is evaluated, encoded and exported at 36 / 40,
-    unless a flag says otherwise."""
+    """A model fine-tuned at query 80 / passage 300 tokens (longer than the 64/256 defaults) is evaluated,
+    encoded and exported at 80 / 300, unless a flag says otherwise."""
     from tests.conftest import write_beir
 
     out = tmp_path / "ft"
     train = write_rows(tmp_path / "t.jsonl", ROWS)
     args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--max-steps", "1"]
-    result = run_cli(*args, "--group-size", "2", "--precision", "fp32", "--query-max-length", "36",
-                     "--passage-max-length", "40")  # fmt: skip
+    result = run_cli(*args, "--group-size", "2", "--precision", "fp32", "--query-max-length", "80",
+                     "--passage-max-length", "300")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     docs = [{"_id": f"d{i}", "title": "", "text": r["pos"][0]} for i, r in enumerate(ROWS)]
     queries = [{"_id": f"q{i}", "text": r["query"]} for i, r in enumerate(ROWS)]
@@ -126,17 +128,17 @@ def test_trained_lengths_travel_with_the_model(tiny_model_dir, tmp_path):
         info = json.loads((ev / "metrics.json").read_text())["info"]
         return info["query_max_length"], info["passage_max_length"]
 
-    assert evaluated_lengths() == (36, 40)
-    assert evaluated_lengths("--query-max-length", "50") == (50, 40)  # a flag overrides the saved value
+    assert evaluated_lengths() == (80, 300)
+    assert evaluated_lengths("--query-max-length", "50") == (50, 300)  # a flag overrides the saved value
     emb = tmp_path / "emb"
     r = run_cli("encode", "--model", out, "--corpus", data / "corpus.jsonl", "--output", emb, "--precision", "fp32")
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads(next(emb.glob("*manifest*.json")).read_text())
-    assert (manifest["query_max_length"], manifest["passage_max_length"]) == (36, 40)
+    assert (manifest["query_max_length"], manifest["passage_max_length"]) == (80, 300)
     r = run_cli("export", "--model", out, "--output", tmp_path / "exported")
     assert r.returncode == 0, r.stderr[-2000:]
     exported = json.loads((tmp_path / "exported" / "llara.json").read_text())
-    assert (exported["query_max_length"], exported["passage_max_length"]) == (36, 40)
+    assert (exported["query_max_length"], exported["passage_max_length"]) == (80, 300)
     assert [s["stage"] for s in exported["training"]] == ["finetune"]
 
 
@@ -170,4 +172,6 @@ def test_cli_records_the_profile_it_trained_with(tiny_model_dir, tmp_path):
     stage = config["training"][-1]
     assert stage["profile"] == profile and stage["group_size"] == PROFILES[profile]["group_size"]
     query = PROFILES[profile]["query_max_length"]
-    assert (config["query_max_length"], config["passage_max_length"]) == (query, 48)
+    assert (stage["query_max_length"], stage["passage_max_length"]) == (query, 48)
+    # the encoding lengths never shrink to the training ones (the base model encodes at 64/256)
+    assert (config["query_max_length"], config["passage_max_length"]) == (max(64, query), 256)
