@@ -93,7 +93,7 @@ def main() -> None:
     t0 = time.perf_counter()
     fast = encoder.encode_corpus(docs, show_progress_bar=False)
     inproc_s = time.perf_counter() - t0
-    written = np.concatenate([np.load(p) for p in sorted((work / "emb").glob("*.npy"))])
+    written = np.concatenate([np.load(p, allow_pickle=False) for p in sorted((work / "emb").glob("*.npy"))])
     agree = float((written * fast).sum(1).mean())
 
     body = encoder.model
