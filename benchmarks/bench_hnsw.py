@@ -32,6 +32,14 @@ def clustered(n: int, dim: int, seed: int, centers: np.ndarray, basis: np.ndarra
     return out
 
 
+def synthetic(n: int, dim: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """The collection and its queries (fixed seeds; benchmarks/bench_ann.py draws the same)."""
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((1000, dim), dtype=np.float32) / np.sqrt(dim)
+    basis = rng.standard_normal((32, dim), dtype=np.float32) / np.sqrt(dim) * 0.5
+    return clustered(n, dim, 1, centers, basis), clustered(queries, dim, 2, centers, basis)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -42,12 +50,8 @@ def main() -> None:
     parser.add_argument("--ef-search", default="16,32,64,128,256")
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    centers = rng.standard_normal((1000, args.dim), dtype=np.float32) / np.sqrt(args.dim)
-    basis = rng.standard_normal((32, args.dim), dtype=np.float32) / np.sqrt(args.dim) * 0.5
     t0 = time.perf_counter()
-    xb = clustered(args.n, args.dim, 1, centers, basis)
-    xq = clustered(args.queries, args.dim, 2, centers, basis)
+    xb, xq = synthetic(args.n, args.dim, args.queries)
     print(
         f"collection {args.n} x {args.dim} float32, {args.queries} queries, faiss threads {faiss.omp_get_max_threads()}"
     )
@@ -61,7 +65,7 @@ def main() -> None:
     print(f"exact (IndexFlatIP): {exact_qps:.1f} queries/s")
     del flat
 
-    params = IndexParams(hnsw_m=args.m, ef_construction=args.ef_construction)
+    params = IndexParams(hnsw_m=args.m, ef_construction=args.ef_construction).resolve(args.n, args.dim, "hnsw")
     hnsw = _make("hnsw", args.dim, params)  # the very index `llara index --type hnsw` builds
     t0 = time.perf_counter()
     hnsw.add(xb)

@@ -10,6 +10,7 @@ from llara.errors import LlaraError
 from llara.inference.corpus import encode_corpus_file
 from llara.modeling.recipes import load_recipe
 from llara.retrieval.index import DenseIndex, IndexParams, build_index
+from llara.retrieval.options import BUILD_TYPES, INDEX_TYPES, hnsw_ef_search
 
 N, DIM = 3000, 32
 
@@ -52,9 +53,7 @@ def embeddings(tmp_path_factory):
 def indexes(embeddings, tmp_path_factory):
     root = tmp_path_factory.mktemp("idx")
     params = IndexParams(ef_construction=100, ef_search=64, nprobe=8)
-    return {
-        t: build_index(embeddings[0], root / t, t, params) and DenseIndex(root / t) for t in ("flat", "hnsw", "ivfpq")
-    }
+    return {t: build_index(embeddings[0], root / t, t, params) and DenseIndex(root / t) for t in INDEX_TYPES}
 
 
 def recall_at_10(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -70,12 +69,16 @@ def test_flat_is_exact(indexes, embeddings):
     assert indexes["flat"].ids[rows[0, 0]] == f"d{rows[0, 0]}"
 
 
-def test_hnsw_and_ivfpq_find_the_exact_neighbours(indexes):
+def test_hnsw_ivf_and_ivfpq_find_the_exact_neighbours(indexes):
     queries = clustered(100, 2)
     _, exact = indexes["flat"].search(queries, 10)
     _, hnsw = indexes["hnsw"].search(queries, 10)
+    _, hnswsq = indexes["hnswsq"].search(queries, 10)
+    _, ivf = indexes["ivf"].search(queries, 10)
     _, ivfpq = indexes["ivfpq"].search(queries, 10)
     assert recall_at_10(hnsw, exact) >= 0.95
+    assert recall_at_10(hnswsq, exact) >= 0.95
+    assert recall_at_10(ivf, exact) >= 0.9
     assert recall_at_10(ivfpq, exact) >= 0.5
     meta = indexes["ivfpq"].meta
     assert meta["params"]["pq_m"] == 8 and DIM % meta["params"]["pq_m"] == 0 and meta["params"]["nlist"] >= 8
@@ -84,6 +87,72 @@ def test_hnsw_and_ivfpq_find_the_exact_neighbours(indexes):
     _, narrow = indexes["hnsw"].search(queries, 10)
     indexes["hnsw"].configure(ef_search=64)
     assert recall_at_10(narrow, exact) < recall_at_10(hnsw, exact)
+    indexes["hnswsq"].configure(ef_search=8)
+    _, narrow = indexes["hnswsq"].search(queries, 10)
+    indexes["hnswsq"].configure(ef_search=64)
+    assert recall_at_10(narrow, exact) < recall_at_10(hnswsq, exact)
+    # so do more IVF cells, and all of them is an exact scan of the float vectors
+    ivf_index = indexes["ivf"]
+    ivf_index.configure(nprobe=1)
+    _, one_cell = ivf_index.search(queries, 10)
+    ivf_index.configure(nprobe=ivf_index.meta["params"]["nlist"])
+    _, every_cell = ivf_index.search(queries, 10)
+    ivf_index.configure(nprobe=8)
+    assert recall_at_10(one_cell, exact) < recall_at_10(ivf, exact) < recall_at_10(every_cell, exact) == 1.0
+
+
+def test_ivf_defaults_reach_high_recall(embeddings, tmp_path):
+    build_index(embeddings[0], tmp_path / "ivf", "ivf")
+    index = DenseIndex(tmp_path / "ivf")
+    p = index.meta["params"]
+    assert (p["nlist"], p["nprobe"]) == (N // 39, -(-(N // 39) // 8))  # 4 sqrt(N) capped at N/39; nlist / 8
+    assert faiss.extract_index_ivf(index.index).nprobe == p["nprobe"]  # stored in the index
+    queries = clustered(100, 2)
+    _, rows = index.search(queries, 10)
+    brute = np.argsort(-(queries @ embeddings[1].T), axis=1)[:, :10]
+    assert recall_at_10(rows, brute) >= 0.95
+
+
+def test_auto_picks_the_type_by_collection_size(embeddings, tmp_path):
+    assert IndexParams().choose_type(IndexParams.flat_max) == "flat"
+    assert IndexParams().choose_type(IndexParams.flat_max + 1) == "hnswsq"
+    small = build_index(embeddings[0], tmp_path / "small", params=IndexParams(flat_max=N))  # auto is the default
+    assert (small["index_type"], small["requested_type"]) == ("flat", "auto")
+    large = build_index(embeddings[0], tmp_path / "large", "auto", IndexParams(flat_max=N - 1))
+    assert (large["index_type"], large["requested_type"]) == ("hnswsq", "auto")
+    index = DenseIndex(tmp_path / "large")  # opens as the type it was built as, its search settings stored
+    refine = faiss.downcast_index(index.index)
+    graph = faiss.downcast_index(refine.base_index)
+    assert (type(refine).__name__, type(graph).__name__) == ("IndexRefineFlat", "IndexHNSWSQ")
+    assert index.meta["params"]["ef_search"] == hnsw_ef_search(N) == graph.hnsw.efSearch
+    assert refine.k_factor == IndexParams.refine_factor
+
+
+def test_default_search_beam_grows_with_the_collection():
+    beams = [IndexParams().resolve(n, 576, "hnsw").ef_search for n in (10**4, 10**5, 10**6, 10**7)]
+    assert beams == sorted(beams) and beams[0] >= 10
+    assert IndexParams(ef_search=40).resolve(10**6, 576, "hnsw").ef_search == 40  # a given value wins
+
+
+def test_cli_index_defaults_come_from_index_params(embeddings, tmp_path):
+    from typer.testing import CliRunner
+
+    from llara.cli import app
+    from llara.cli.retrieval import IndexType
+
+    assert tuple(t.value for t in IndexType) == BUILD_TYPES
+    runner = CliRunner()
+    res = runner.invoke(app, ["index", "--embeddings", str(embeddings[0]), "--output", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["index_type"] == "flat" and meta["requested_type"] == "auto"
+    defaults = IndexParams().resolve(N, DIM, "flat")
+    assert meta["params"] == {k: v for k, v in vars(defaults).items()}
+    args = ["--type", "ivf", "--nprobe", "3", "--nlist", "20"]
+    res = runner.invoke(app, ["index", "--embeddings", str(embeddings[0]), "--output", str(tmp_path / "b"), *args])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "b" / "meta.json").read_text())
+    assert (meta["index_type"], meta["params"]["nlist"], meta["params"]["nprobe"]) == ("ivf", 20, 3)
 
 
 def test_metadata_records_model_recipe_dim_and_type(indexes):
@@ -142,4 +211,6 @@ def test_index_refuses_to_overwrite_a_folder_that_is_not_an_index(embeddings, tm
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     with pytest.raises(LlaraError, match="index type"):
         build_index(embeddings[0], tmp_path / "x", "annoy")
+    with pytest.raises(LlaraError, match="pq-m"):
+        build_index(embeddings[0], tmp_path / "x", "ivfpq", IndexParams(pq_m=5))
     assert not (tmp_path / "x").exists()

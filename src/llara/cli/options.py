@@ -66,7 +66,7 @@ FusionWeight = Annotated[
     float | None, typer.Option(help="--fusion score: weight of the dense run, BM25 gets 1 - W (default 0.5)")
 ]
 EfSearch = Annotated[int | None, typer.Option(help="HNSW search beam (default: the index's)")]
-Nprobe = Annotated[int | None, typer.Option(help="IVF cells searched (default: the index's)")]
+Nprobe = Annotated[int | None, typer.Option(help="IVF cells searched, ivf and ivfpq (default: the index's)")]
 Metrics = Annotated[str, typer.Option(help="comma-separated ir-measures names")]
 
 # --- training (pretrain and finetune)

@@ -24,14 +24,13 @@ from llara.cli.options import (
     TopK,
     TrustRemoteCode,
     console,
+    settings,
 )
 from llara.errors import LlaraError
+from llara.retrieval.options import BUILD_TYPES, IndexParams
 
-
-class IndexType(StrEnum):
-    flat = "flat"
-    hnsw = "hnsw"
-    ivfpq = "ivfpq"
+IndexType = StrEnum("IndexType", {t: t for t in BUILD_TYPES})
+P = IndexParams  # `llara index`'s defaults: one home
 
 
 def encode(
@@ -73,19 +72,34 @@ def encode(
 def index(
     embeddings: Annotated[Path, typer.Option(help="folder written by `llara encode` (all shards)")],
     output: Annotated[Path, typer.Option(help="index folder to write")],
-    type: Annotated[IndexType, typer.Option("--type", help="flat (exact), hnsw or ivfpq")] = IndexType.flat,
-    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree")] = 32,
-    ef_construction: Annotated[int, typer.Option(help="HNSW build beam")] = 40,
-    ef_search: Annotated[int, typer.Option(help="HNSW search beam (default, stored)")] = 512,
-    nlist: Annotated[int | None, typer.Option(help="IVF cells (default ~4 sqrt(N))")] = None,
-    pq_m: Annotated[int | None, typer.Option(help="PQ sub-vectors (must divide dim)")] = None,
-    pq_bits: Annotated[int | None, typer.Option(help="bits per PQ code (default 8)")] = None,
-    nprobe: Annotated[int, typer.Option(help="IVF cells searched (default, stored)")] = 32,
+    type: Annotated[
+        IndexType,
+        typer.Option(
+            "--type",
+            help="auto (flat up to --flat-max vectors, hnswsq above), flat (exact), hnsw, hnswsq (HNSW over "
+            "8-bit codes, re-ranked exactly), ivf or ivfpq",
+        ),
+    ] = IndexType.auto,
+    flat_max: Annotated[int, typer.Option(help="--type auto: exact up to this many vectors")] = P.flat_max,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree")] = P.hnsw_m,
+    ef_construction: Annotated[int, typer.Option(help="HNSW build beam")] = P.ef_construction,
+    ef_search: Annotated[
+        int | None, typer.Option(help="HNSW search beam (stored; default by collection size)")
+    ] = P.ef_search,
+    refine_factor: Annotated[
+        int, typer.Option(help="hnswsq: candidates per result re-ranked on the float vectors")
+    ] = P.refine_factor,
+    nlist: Annotated[int | None, typer.Option(help="IVF cells (default ~4 sqrt(N))")] = P.nlist,
+    pq_m: Annotated[int | None, typer.Option(help="PQ sub-vectors (must divide dim)")] = P.pq_m,
+    pq_bits: Annotated[int | None, typer.Option(help="bits per PQ code (default 8)")] = P.pq_bits,
+    nprobe: Annotated[
+        int | None, typer.Option(help="IVF cells searched (stored; default ivf nlist/8, ivfpq 32)")
+    ] = P.nprobe,
 ) -> None:
-    """Build a FAISS inner-product index (exact, HNSW or IVF-PQ) from encoded shards."""
-    from llara.retrieval.index import IndexParams, build_index
+    """Build a FAISS inner-product index (exact, HNSW, IVF or IVF-PQ; by default by size) from encoded shards."""
+    params = settings(IndexParams, dict(locals()))  # the parameters named as IndexParams' fields
+    from llara.retrieval.index import build_index
 
-    params = IndexParams(hnsw_m, ef_construction, ef_search, nlist, pq_m, pq_bits, nprobe)
     meta = build_index(embeddings, output, type.value, params)
     console.print(f"wrote {output}: {meta['index_type']} index of {meta['count']} x {meta['dim']}")
 

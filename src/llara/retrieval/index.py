@@ -1,9 +1,11 @@
-"""FAISS indexes on disk: exact inner product, HNSW, or IVF-PQ, with the metadata to refuse misuse.
+"""FAISS indexes on disk: exact inner product, HNSW (over floats or 8-bit codes), IVF or IVF-PQ, with the
+metadata to refuse misuse.
 
 An index folder holds ``index.faiss``, ``ids.txt`` (row -> document id) and ``meta.json`` (model
 fingerprint, recipe, dimension, count, type, parameters, and the size and hash of the other two
 files). It is built under a temporary name and renamed into place. Opening checks the files against
-the metadata; searching checks the query encoder against it.
+the metadata; searching checks the query encoder against it. `--type auto` (the default) builds an
+exact index up to `IndexParams.flat_max` vectors and `hnswsq` above (retrieval/options.py says why).
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import faiss
@@ -21,41 +22,21 @@ import numpy as np
 from llara.data.io import atomic_dir, check_finite, write_json
 from llara.errors import LlaraError
 from llara.inference.corpus import open_embeddings
+from llara.retrieval.options import BUILD_TYPES, INDEX_TYPES, IndexParams
 from llara.retrieval.runs import Run
 
 log = logging.getLogger(__name__)
 
-INDEX_TYPES = ("flat", "hnsw", "ivfpq")
-FAISS_CLASS = {"flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexIVFPQ"}
+__all__ = ["INDEX_TYPES", "DenseIndex", "IndexParams", "build_index", "dense_run", "search_to_run_file"]
+FAISS_CLASS = {
+    "flat": "IndexFlatIP",
+    "hnsw": "IndexHNSWFlat",
+    "hnswsq": "IndexRefineFlat",  # over an IndexHNSWSQ
+    "ivf": "IndexIVFFlat",
+    "ivfpq": "IndexIVFPQ",
+}
 INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "ids.txt", "meta.json"
 FORMAT = 1
-
-
-@dataclass
-class IndexParams:
-    """Build and search knobs; None means "pick from the collection size" (see `resolve`)."""
-
-    hnsw_m: int = 32  # graph degree: more = better recall, more memory and build time
-    ef_construction: int = 40  # FAISS's default: a 1M x 576 build fits in minutes on 2 cores
-    ef_search: int = 512  # recall@10 0.992 on 1M clustered vectors at 2.3x exact (benchmarks/bench_hnsw.py)
-    nlist: int | None = None  # IVF cells; default about 4 sqrt(N)
-    pq_m: int | None = None  # PQ sub-vectors; default the largest divisor of dim <= min(64, dim / 4)
-    pq_bits: int | None = None  # bits per sub-vector code; default 8, fewer for tiny collections
-    nprobe: int = 32  # IVF cells visited per query
-    train_size: int = 100_000  # IVF-PQ training sample (rows, drawn uniformly)
-
-    def resolve(self, count: int, dim: int) -> IndexParams:
-        p = IndexParams(**asdict(self))
-        if p.nlist is None:
-            # at least ~39 training points per cell, as FAISS asks, so k-means stays meaningful
-            p.nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))
-        if p.pq_m is None:
-            p.pq_m = max(m for m in range(1, min(64, max(1, dim // 4)) + 1) if dim % m == 0)
-        if dim % p.pq_m:
-            raise LlaraError(f"--pq-m {p.pq_m} must divide the dimension {dim}")
-        if p.pq_bits is None:
-            p.pq_bits = max(1, min(8, int(math.log2(max(2, count // 39)))))
-        return p
 
 
 def _make(index_type: str, dim: int, p: IndexParams) -> faiss.Index:
@@ -66,10 +47,34 @@ def _make(index_type: str, dim: int, p: IndexParams) -> faiss.Index:
         index.hnsw.efConstruction = p.ef_construction
         index.hnsw.efSearch = p.ef_search
         return index
+    if index_type == "hnswsq":
+        # the graph is built and walked over 8-bit codes (a quarter of the bytes per distance); the
+        # refine_factor * k best are re-ranked on the float vectors, which the index keeps too
+        base = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, p.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        base.hnsw.efConstruction = p.ef_construction
+        base.hnsw.efSearch = p.ef_search
+        index = faiss.IndexRefineFlat(base)
+        index.k_factor = p.refine_factor
+        return index
     quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFPQ(quantizer, dim, p.nlist, p.pq_m, p.pq_bits, faiss.METRIC_INNER_PRODUCT)
-    index.nprobe = min(p.nprobe, p.nlist)
+    if index_type == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, p.nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, dim, p.nlist, p.pq_m, p.pq_bits, faiss.METRIC_INNER_PRODUCT)
+    index.nprobe = p.nprobe
     return index
+
+
+def training_rows(index_type: str, count: int, p: IndexParams) -> int:
+    """How many rows an index trains on (0: the type needs no training): `train_size`, or more where
+    IVF cells (39 points each, as FAISS asks) or PQ codebooks need them; never above count. The 8-bit
+    codes of hnswsq learn each dimension's range."""
+    if index_type == "hnswsq":
+        return min(count, p.train_size)
+    if index_type not in ("ivf", "ivfpq"):
+        return 0
+    need = p.nlist * 39 if index_type == "ivf" else max(p.nlist * 39, (1 << p.pq_bits) * 39)
+    return min(count, max(p.train_size, need))
 
 
 def _sha256(path: Path) -> str:
@@ -81,23 +86,29 @@ def _sha256(path: Path) -> str:
 
 
 def build_index(
-    embeddings: str | Path, output: str | Path, index_type: str = "flat", params: IndexParams | None = None
+    embeddings: str | Path, output: str | Path, index_type: str = "auto", params: IndexParams | None = None
 ) -> dict:
-    """Index every shard of an embeddings folder; returns the metadata written beside the index."""
-    if index_type not in INDEX_TYPES:
-        raise LlaraError(f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+    """Index every shard of an embeddings folder; returns the metadata written beside the index.
+    `auto` picks the type by the number of vectors (`IndexParams.choose_type`)."""
+    if index_type not in BUILD_TYPES:
+        raise LlaraError(f"unknown index type {index_type!r}; choose one of {', '.join(BUILD_TYPES)}")
     emb = open_embeddings(embeddings)
     output = Path(output)
     if output.exists() and not (output / META_FILE).is_file():
         raise LlaraError("exists and is not a llara index; choose another --output", output)
-    p = (params or IndexParams()).resolve(emb.count, emb.dim)
+    requested = index_type
+    params = params or IndexParams()
+    if index_type == "auto":
+        index_type = params.choose_type(emb.count)
+        log.info("--type auto: %s for %d vectors (flat up to %d)", index_type, emb.count, params.flat_max)
+    p = params.resolve(emb.count, emb.dim, index_type)
     index = _make(index_type, emb.dim, p)
-    if index_type == "ivfpq":
+    take = training_rows(index_type, emb.count, p)
+    if take:
         rng = np.random.default_rng(0)
-        take = min(emb.count, max(p.train_size, p.nlist * 39, (1 << p.pq_bits) * 39))
         sample = emb.rows(np.sort(rng.choice(emb.count, size=take, replace=False)))
         check_finite(sample, "document embeddings")
-        log.info("training IVF-PQ (nlist=%d, m=%d, bits=%d) on %d rows", p.nlist, p.pq_m, p.pq_bits, take)
+        log.info("training %s on %d rows", index_type, take)
         index.train(sample)
         del sample
     for arr in emb.arrays():  # chunk by chunk: the embeddings never all sit in RAM as float32
@@ -111,6 +122,7 @@ def build_index(
         meta = {
             "format": FORMAT,
             "index_type": index_type,
+            "requested_type": requested,
             "count": int(index.ntotal),
             "dim": emb.dim,
             **{k: emb.info[k] for k in ("model", "recipe", "query_max_length", "passage_max_length", "precision")},
@@ -155,9 +167,12 @@ class DenseIndex:
             raise LlaraError(f"{len(self.ids)} ids for {count} vectors", folder / IDS_FILE)
 
     def configure(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Search-time knobs (`--ef-search` for HNSW, `--nprobe` for IVF); None keeps the index's own."""
         if ef_search is not None and self.meta["index_type"] == "hnsw":
             faiss.downcast_index(self.index).hnsw.efSearch = ef_search
-        if nprobe is not None and self.meta["index_type"] == "ivfpq":
+        if ef_search is not None and self.meta["index_type"] == "hnswsq":
+            faiss.downcast_index(faiss.downcast_index(self.index).base_index).hnsw.efSearch = ef_search
+        if nprobe is not None and self.meta["index_type"] in ("ivf", "ivfpq"):
             faiss.extract_index_ivf(self.index).nprobe = nprobe
 
     def check_encoder(self, encoder) -> None:
