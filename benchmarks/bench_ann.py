@@ -374,8 +374,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     if args.vectors:
-        xb = np.ascontiguousarray(np.load(args.vectors, mmap_mode="r")[: args.n], dtype=np.float32)
-        xq = np.ascontiguousarray(np.load(args.query_vectors)[: args.queries], dtype=np.float32)
+        xb = np.ascontiguousarray(np.load(args.vectors, mmap_mode="r", allow_pickle=False)[: args.n], dtype=np.float32)
+        xq = np.ascontiguousarray(np.load(args.query_vectors, allow_pickle=False)[: args.queries], dtype=np.float32)
         source, tag = f"{args.vectors} ({args.query_vectors})", args.vectors.parent.name + "-" + args.vectors.stem
     else:
         xb, xq = synthetic(args.n, args.dim, args.queries)
