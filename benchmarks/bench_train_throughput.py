@@ -5,8 +5,9 @@
 First the bf16 and fp32 matmul peak of this machine (square matmuls, best of a few, the same threads
 as training). Then, per job, K optimizer steps of smollm2 for each configuration, built by llara's own
 `pretrain_trainer` / `finetune_trainer` and run by `Trainer.train()`: model, collator, loss, optimizer
-and all, as `llara pretrain` / `llara finetune` run them. The configurations take turns step by step
-(one thread each, in lock step, each with its own RNG stream), so machine noise hits them alike.
+and all, as `llara pretrain` / `llara finetune` run them. Each configuration trains in its own process
+(in its main thread: a training loop in a second thread ran 30% slower here), and they take turns
+step by step, so machine noise hits them alike; one computes while the others wait.
 
 Configurations (the TrainOptions switches of training/speed.py; each adds to the one before):
   today    the step as it was at commit 94fa7e2: fp32 base weights under bf16 autocast, SDPA's flash
@@ -31,14 +32,14 @@ real (non-padding) tokens; "computed" also counts the padding the projections ru
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
-from transformers import ProgressCallback, TrainerCallback, set_seed
+from transformers import ProgressCallback, TrainerCallback
 
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi" / "corpus.jsonl"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -65,29 +66,6 @@ def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048), repeats: int = 5) -> flo
 
 
 # ------------------------------------------------------------------------------------ lock step
-class Turns:
-    """Threads run one at a time, in a fixed order, one training step per turn."""
-
-    def __init__(self, names: list[str]) -> None:
-        self.active, self.i, self.cond = list(names), 0, threading.Condition()
-
-    def wait(self, name: str) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.active[self.i % len(self.active)] == name)
-
-    def done(self, name: str, leave: bool = False) -> None:
-        with self.cond:
-            if name in self.active:
-                j = self.active.index(name)
-                if leave:
-                    self.active.remove(name)
-                    self.i = j
-                else:
-                    self.i = j + 1
-                self.i = self.i % len(self.active) if self.active else 0
-            self.cond.notify_all()
-
-
 class Counting:
     """The trainer's collator, counting real and computed tokens of the batches it makes."""
 
@@ -112,106 +90,114 @@ class Counting:
 
 
 class Clock(TrainerCallback):
-    """Times each step (wall and CPU seconds) while it holds the turn; keeps its own RNG stream."""
+    """Times each step (wall and CPU seconds) between turns: it reports a step to the parent and
+    waits for the word to run the next one, so only one configuration computes at a time."""
 
-    def __init__(self, name: str, turns: Turns, counter: Counting, seed: int) -> None:
-        self.name, self.turns, self.counter, self.seed = name, turns, counter, seed
-        self.steps: list[dict] = []
-        self.rng = None
+    def __init__(self, conn, counter: Counting) -> None:
+        self.conn, self.counter, self.steps = conn, counter, []
 
     def _start(self) -> None:
+        self.conn.recv()  # our turn
         self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.turns.wait(self.name)
-        set_seed(self.seed)
         self._start()
 
     def on_step_end(self, args, state, control, **kwargs):
         wall, cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
         real, computed = self.counter.take()
         self.steps.append({"wall": wall, "cpu": cpu, "real": real, "computed": computed})
-        self.rng = torch.get_rng_state()
-        self.turns.done(self.name)
-        self.turns.wait(self.name)
-        torch.set_rng_state(self.rng)
+        self.conn.send(("step", self.steps[-1]))
         self._start()
 
-    def on_train_end(self, args, state, control, **kwargs):
-        self.turns.done(self.name, leave=True)
+
+def worker(job: str, name: str, args: argparse.Namespace, work: Path, corpus: Path, conn) -> None:
+    """One configuration, in its own process (training in its main thread, as `llara` runs it)."""
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        trainer = BUILDERS[job](args, name, CONFIGS[name], work, corpus)
+        trainer.remove_callback(ProgressCallback)  # no bars or log lines: the tables say it all
+        counter = Counting(trainer.data_collator)
+        trainer.data_collator = counter
+        clock = Clock(conn, counter)
+        trainer.add_callback(clock)
+        conn.send(("ready", count_params(trainer)))
+        trainer.train()
+        conn.send(("done", [h for h in trainer.state.log_history if "loss" in h]))
+    except BaseException:  # noqa: BLE001 - shown by the parent
+        import traceback
+
+        conn.send(("error", traceback.format_exc()))
+
+
+def run_interleaved(job: str, names: list[str], args, work: Path, corpus: Path) -> tuple[dict, tuple[int, int]]:
+    """Step 1 of every configuration, then step 2 of every one, ...; returns {name: (steps, logs)}."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = {}
+    for name in names:
+        mine, theirs = ctx.Pipe()
+        process = ctx.Process(target=worker, args=(job, name, args, work, corpus, theirs), daemon=True)
+        process.start()
+        procs[name] = (process, mine)
+
+    def receive(name: str, kind: str):
+        message = procs[name][1].recv()
+        if message[0] == "error":
+            raise RuntimeError(f"configuration {name} failed:\n{message[1]}")
+        assert message[0] == kind, message
+        return message[1]
+
+    params = [receive(name, "ready") for name in names][0]
+    steps: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(args.steps):
+        for name in names:
+            procs[name][1].send("go")
+            steps[name].append(receive(name, "step"))
+    results = {}
+    for name in names:
+        procs[name][1].send("go")  # finish the run
+        results[name] = (steps[name], receive(name, "done"))
+        procs[name][0].join()
+    return results, params
 
 
 # ----------------------------------------------------------------------------------------- jobs
-def pretrain_trainers(args, configs: dict[str, dict], work: Path, corpus: Path) -> dict:
+def pretrain_trainer_for(args, name: str, switches: dict, work: Path, corpus: Path):
     from llara.modeling.config import ModelConfig
     from llara.modeling.recipes import load_recipe
     from llara.training.pretrain.options import PretrainOptions
     from llara.training.pretrain.trainer import pretrain_trainer
 
-    out = {}
-    for name, switches in configs.items():
-        opts = PretrainOptions(output=work / f"pretrain-{name}", **common(args), **switches)
-        opts.validate()
-        config = ModelConfig.of(args.model).trained({"stage": "pretrain"}, recipe=load_recipe(opts.recipe))
-        out[name] = pretrain_trainer(args.model, corpus, opts, config)
-    return out
+    opts = PretrainOptions(output=work / f"pretrain-{name}", **common(args), **switches)
+    opts.validate()
+    config = ModelConfig.of(args.model).trained({"stage": "pretrain"}, recipe=load_recipe(opts.recipe))
+    return pretrain_trainer(args.model, corpus, opts, config)
 
 
-def finetune_trainers(args, configs: dict[str, dict], work: Path, corpus: Path) -> dict:
+def finetune_trainer_for(args, name: str, switches: dict, work: Path, corpus: Path):
     from llara.modeling.config import ModelConfig
     from llara.training.finetune.data import read_train_file
     from llara.training.finetune.options import FinetuneOptions
     from llara.training.finetune.trainer import finetune_trainer
-    from llara.training.mining import pairs
 
-    train = work / "pairs.jsonl"
-    if not train.exists():
-        pairs(corpus, train)  # as `llara pairs --corpus C --output P` (title queries, 15 BM25 negatives)
-    examples = read_train_file(train)
-    out = {}
-    for name, switches in configs.items():
-        opts = FinetuneOptions(output=work / f"finetune-{name}", **common(args), **switches).resolve()
-        opts.validate()
-        stage = {"stage": "finetune"}
-        config = (
-            ModelConfig.of(args.model)
-            .override(opts.recipe)
-            .trained(stage, query_max_length=opts.query_max_length, passage_max_length=opts.passage_max_length)
-        )
-        out[name] = finetune_trainer(args.model, examples, opts, config, stage, train)
-    return out
+    train = work / "pairs.jsonl"  # written by the parent
+    opts = FinetuneOptions(output=work / f"finetune-{name}", **common(args), **switches).resolve()
+    opts.validate()
+    stage = {"stage": "finetune"}
+    config = (
+        ModelConfig.of(args.model)
+        .override(opts.recipe)
+        .trained(stage, query_max_length=opts.query_max_length, passage_max_length=opts.passage_max_length)
+    )
+    return finetune_trainer(args.model, read_train_file(train), opts, config, stage, train)
+
+
+BUILDERS = {"pretrain": pretrain_trainer_for, "finetune": finetune_trainer_for}
 
 
 def common(args) -> dict:
     return {"max_steps": args.steps, "logging_steps": 1, "save_every": 10**9, "seed": args.seed}
-
-
-def run_interleaved(trainers: dict, seed: int) -> dict[str, tuple[Clock, list[dict]]]:
-    turns = Turns(list(trainers))
-    clocks, errors = {}, []
-    for name, trainer in trainers.items():
-        trainer.remove_callback(ProgressCallback)  # no bars or log lines: the table below says it all
-        counter = Counting(trainer.data_collator)
-        trainer.data_collator = counter
-        clocks[name] = Clock(name, turns, counter, seed)
-        trainer.add_callback(clocks[name])
-
-    def train(name: str) -> None:
-        try:
-            trainers[name].train()
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            errors.append((name, e))
-        finally:
-            turns.done(name, leave=True)
-
-    threads = [threading.Thread(target=train, args=(name,), daemon=True) for name in trainers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(f"configuration {errors[0][0]} failed") from errors[0][1]
-    return {name: (clocks[name], [h for h in trainers[name].state.log_history if "loss" in h]) for name in trainers}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -226,8 +212,8 @@ def count_params(trainer) -> tuple[int, int]:
     return n, lora
 
 
-def report(job: str, results: dict, trainers: dict, peaks: dict[str, float], warmup: int) -> None:
-    n, n_lora = count_params(next(iter(trainers.values())))
+def report(job: str, results: dict, params: tuple[int, int], peaks: dict[str, float], warmup: int) -> None:
+    n, n_lora = params
     print(f"\n## {job}: {n / 1e6:.1f}M non-embedding parameters, {n_lora / 1e6:.2f}M LoRA parameters")
     print(
         f"(steps after the first {warmup}; GFLOP/s count real tokens: 6N = 6 x N x tokens, LoRA = (4N + 6 N_lora) x "
@@ -239,12 +225,16 @@ def report(job: str, results: dict, trainers: dict, peaks: dict[str, float], war
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rates = {}
-    for name, (clock, _) in results.items():
-        steps = clock.steps[warmup:] or clock.steps
+    for name, (all_steps, _) in results.items():
+        steps = all_steps[warmup:] or all_steps
         wall = sum(s["wall"] for s in steps)
         real, computed = sum(s["real"] for s in steps), sum(s["computed"] for s in steps)
         tok_s = real / wall
-        rates[name] = (tok_s, statistics.median(s["cpu"] / max(1, s["real"]) for s in steps))
+        rates[name] = (
+            tok_s,
+            statistics.median(s["real"] / s["wall"] for s in steps),
+            statistics.median(s["cpu"] / max(1, s["real"]) for s in steps),
+        )
         full, lora = 6 * n * tok_s / 1e9, (4 * n + 6 * n_lora) * tok_s / 1e9
         print(
             f"| {name} | {statistics.median(s['wall'] for s in steps):.2f} | "
@@ -253,12 +243,12 @@ def report(job: str, results: dict, trainers: dict, peaks: dict[str, float], war
             f"{lora:.1f} | {100 * lora / peaks['bf16']:.0f}% |"
         )
     if "today" in rates:
-        base_tok, base_cpu = rates["today"]
-        for name, (tok_s, cpu) in rates.items():
+        base_tok, base_step, base_cpu = rates["today"]
+        for name, (tok_s, step, cpu) in rates.items():
             if name != "today":
                 print(
-                    f"\n{name} vs today: {tok_s / base_tok:.2f}x real tokens/s (wall), "
-                    f"{base_cpu / cpu:.2f}x (CPU seconds per real token, median step)"
+                    f"\n{name} vs today: {tok_s / base_tok:.2f}x real tokens/s (all steps), {step / base_step:.2f}x "
+                    f"(median step), {base_cpu / cpu:.2f}x less CPU time per real token (median step)"
                 )
     names = list(results)
     first = results[names[0]][1]
@@ -298,6 +288,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     configs = {name: CONFIGS[name] for name in args.configs.split(",")}
+    if not set(args.jobs.split(",")) <= set(BUILDERS):
+        ap.error(f"--jobs: pretrain and/or finetune, not {args.jobs!r}")
 
     peaks = {k: matmul_peak(dtype) for k, dtype in DTYPES.items()}
     print(
@@ -312,16 +304,17 @@ def main() -> None:
 
             corpus = write_arxiv_beir(work / "arxiv") / "corpus.jsonl"
         print(f"corpus {corpus}")
-        builders = {"pretrain": pretrain_trainers, "finetune": finetune_trainers}
         for job in args.jobs.split(","):
             # The peak again before each job (the best one so far counts): a busy moment only lowers it.
             peaks = {k: max(v, matmul_peak(DTYPES[k])) for k, v in peaks.items()}
             t0 = time.perf_counter()
-            trainers = builders[job](args, configs, work, corpus)
-            results = run_interleaved(trainers, args.seed)
-            report(job, results, trainers, peaks, args.warmup)
+            if job == "finetune":
+                from llara.training.mining import pairs
+
+                pairs(corpus, work / "pairs.jsonl")  # as `llara pairs` (title queries, 15 BM25 negatives)
+            results, params = run_interleaved(job, list(configs), args, work, corpus)
+            report(job, results, params, peaks, args.warmup)
             print(f"({job}: {time.perf_counter() - t0:.0f} s in all)")
-            del trainers, results
     again = {k: matmul_peak(dtype) for k, dtype in DTYPES.items()}
     print(
         f"\nmatmul peak at the end: bf16 {again['bf16']:.0f}, fp32 {again['fp32']:.0f} GFLOP/s "

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -251,27 +252,53 @@ def cpu_attention(module, query, key, value, attention_mask, scaling, dropout=0.
     batch, heads, length, dim = query.shape
     kv_heads, kv_length = key.shape[1], key.shape[2]
     groups = heads // kv_heads
-    mask = None if attention_mask is None else attention_mask[:, :, :, :kv_length]
-    if mask is None and length > 1 and getattr(module, "is_causal", True):
-        mask = torch.ones(length, kv_length, dtype=torch.bool, device=query.device).tril(kv_length - length)[None, None]
-    if mask is not None and mask.shape[1] != 1:  # a per-head mask: one key/value copy per query head
+    if attention_mask is not None and attention_mask.shape[1] != 1:  # a per-head mask: K/V copied per head
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
         kv_heads, groups = heads, 1
-    query = query.reshape(batch, kv_heads, groups * length, dim)
-    # Scores in fp32, as SDPA's kernel keeps them (bf16 scores would round logits of ~10 by ~0.05).
+    causal = length > 1 and getattr(module, "is_causal", True)
+    bias = _attention_bias(attention_mask, causal, batch, kv_heads, groups, length, kv_length, query.device)
+    query = query.reshape(batch * kv_heads, groups * length, dim)
+    key = key.reshape(batch * kv_heads, kv_length, dim)
+    # Scores in fp32, as SDPA's kernel keeps them (bf16 scores would round logits of ~10 by ~0.05);
+    # scaling and mask in the same kernel (a masked score gets the lowest float added: exp gives 0).
     with torch.autocast(query.device.type, enabled=False):
-        scores = torch.matmul(query.float(), key.float().transpose(2, 3)) * scaling
-    if mask is not None:
-        if groups > 1:
-            mask = mask.unsqueeze(2).expand(-1, -1, groups, -1, -1).flatten(2, 3)  # [B, 1, groups * L, kv]
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        query, key = query.float(), key.float().transpose(1, 2)
+        if bias is None:
+            scores = torch.bmm(query, key) * scaling
         else:
-            scores = scores + mask
+            scores = torch.baddbmm(bias, query, key, alpha=scaling)
     probs = F.softmax(scores, dim=-1).to(value.dtype)  # the probabilities meet the values in their dtype
     probs = F.dropout(probs, p=dropout, training=module.training)
-    out = torch.matmul(probs, value).view(batch, heads, length, dim)
+    out = torch.bmm(probs, value.reshape(batch * kv_heads, kv_length, dim)).view(batch, heads, length, dim)
     return out.transpose(1, 2).contiguous(), None
+
+
+_BIAS: dict[str, tuple] = {}  # the last pass's additive mask, shared by all its layers
+
+
+def _attention_bias(mask, causal, batch, kv_heads, groups, length, kv_length, device) -> torch.Tensor | None:
+    """The mask as an fp32 bias [batch * kv_heads, groups * length, kv_length] (0: may attend; the
+    lowest float: may not), made once per pass: every layer gets the same mask object."""
+    key = (batch, kv_heads, groups, length, kv_length, causal, device)
+    cached = _BIAS.get("last")
+    if cached is not None and cached[0] == key and cached[1]() is mask:
+        return cached[2]
+    if mask is None and not causal:
+        return None
+    if mask is None:
+        bias = torch.ones(length, kv_length, dtype=torch.bool, device=device).tril(kv_length - length)[None, None]
+    else:
+        bias = mask[:, :, :, :kv_length]
+    if bias.dtype == torch.bool:
+        bias = torch.zeros(bias.shape, device=device).masked_fill_(~bias, torch.finfo(torch.float32).min)
+    bias = bias.float()
+    if bias.shape[1] == 1:  # one mask for all heads: repeated for each query head of a key/value group
+        bias = bias.unsqueeze(2).expand(batch, kv_heads, groups, length, kv_length)
+    else:
+        bias = bias.expand(batch, kv_heads, length, kv_length)
+    bias = bias.reshape(batch * kv_heads, groups * length, kv_length)
+    _BIAS["last"] = (key, (lambda: None) if mask is None else weakref.ref(mask), bias)
+    return bias
 
 
 def use_cpu_attention(model: nn.Module) -> str:
