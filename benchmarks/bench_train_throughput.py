@@ -15,8 +15,10 @@ Configurations (the TrainOptions switches of training/speed.py; each adds to the
            gradient of the whole embedding matrix; each LoRA update a matmul, a scaling and an addition)
   lean     + the special-token rows trained on their own, each LoRA update added in one addmm
   exact    + eager attention on CPU, and pretraining rows packed without padding (exact)
-  fast     + frozen projection weights held in bf16, their normed input cast once (autocast's forward
-           values; gradients add up in bf16 where autocast added them in fp32): the defaults
+  bf16     + frozen projection weights held in bf16, their normed input cast once (autocast's forward
+           values; gradients add up in bf16 where autocast added them in fp32)
+  fast     + LoRA dropout masks from a fast generator instead of torch.bernoulli (the same rate, a
+           different stream of masks; pretraining has no dropout): the defaults
 
 Data: pretraining on CISI's corpus.jsonl (else the arXiv abstracts of the `cherche` package); fine-tuning
 on weak pairs built from it as `llara pairs` does (title -> text, BM25 negatives). Defaults: PretrainOptions
@@ -44,9 +46,10 @@ from transformers import ProgressCallback, TrainerCallback
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi" / "corpus.jsonl"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 CONFIGS = {
-    "today": {"lean_lora": False, "cpu_attention": False, "bf16_base": False},
-    "lean": {"cpu_attention": False, "bf16_base": False},
-    "exact": {"bf16_base": False},
+    "today": {"lean_lora": False, "cpu_attention": False, "bf16_base": False, "cheap_dropout": False},
+    "lean": {"cpu_attention": False, "bf16_base": False, "cheap_dropout": False},
+    "exact": {"bf16_base": False, "cheap_dropout": False},
+    "bf16": {"cheap_dropout": False},
     "fast": {},
 }
 

@@ -45,6 +45,7 @@ from llara.training.options import LORA_SHORT, TrainOptions
 from llara.training.speed import (
     DOWNCAST,
     bf16_frozen_base,
+    cheap_dropout,
     lean_lora,
     restore_fp32_base,
     use_cpu_attention,
@@ -88,8 +89,8 @@ def prepare_model(
     or leave every weight trainable (--full).
 
     The step is made cheaper as `opts` allows (training/speed.py): PEFT's layers without their extra
-    work (anywhere), and on a CPU eager attention and, under bf16, the frozen projection weights held
-    in bf16 (undo with `restore_fp32_base` before merging: `finish` does)."""
+    work (anywhere), and on a CPU cheaper dropout masks, eager attention and, under bf16, the frozen
+    projection weights held in bf16 (undo with `restore_fp32_base` before merging: `finish` does)."""
     torch.manual_seed(opts.seed)  # the new embedding rows start from a seeded random draw
     add_special_tokens(model, tokenizer, recipe)
     model.config.use_cache = False
@@ -117,6 +118,8 @@ def prepare_model(
         raise LlaraError(f"LoRA: {e}") from None
     if opts.lean_lora:
         lean_lora(peft_model)
+    if opts.cheap_dropout and on_cpu():
+        cheap_dropout(peft_model)
     if downcasts_base(opts):
         bf16_frozen_base(peft_model)
     peft_model.train()

@@ -51,6 +51,7 @@ class TrainOptions:
     bf16_base: bool = True  # LoRA in bf16 on a CPU: frozen projection weights held in bf16, not cast every pass
     cpu_attention: bool = True  # on a CPU: eager attention, not SDPA's flash kernel; pretraining rows packed
     lean_lora: bool = True  # special-token rows trained without the whole embedding matrix; LoRA updates as addmm
+    cheap_dropout: bool = True  # on a CPU: LoRA dropout masks from 16-bit draws of a fast generator, not bernoulli
 
     def validate(self) -> None:
         if self.max_steps is None and self.max_time is None:
