@@ -122,6 +122,16 @@ def optimizer_cls_and_kwargs(args: Any, model: Any) -> tuple[type, dict]:
     return _internal(Trainer, "get_optimizer_cls_and_kwargs", "transformers")(args, model)
 
 
+def register_attention(name: str, function: Any) -> None:
+    """A custom attention function for `model.set_attn_implementation(name)`, with the additive
+    masks transformers builds for its eager path (a 4D mask a caller passes goes through as is)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, eager_mask)
+
+
 # -------------------------------------------------------------------------------------------- peft
 def get_peft_model(model: Any, config: Any) -> Any:
     """peft.get_peft_model; PEFT reads transformers' deprecated `is_gradient_checkpointing`."""
@@ -129,6 +139,27 @@ def get_peft_model(model: Any, config: Any) -> Any:
 
     with quiet(r"`is_gradient_checkpointing` is deprecated"):
         return _get(model, config)
+
+
+def is_trainable_tokens_layer(module: Any) -> bool:
+    """PEFT's layer for trainable embedding rows (`trainable_token_indices`), and its tied LM head."""
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    return isinstance(module, TrainableTokensLayer)
+
+
+def is_lora_layer(module: Any) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return isinstance(module, LoraLayer)
+
+
+def is_lora_linear(module: Any) -> bool:
+    """PEFT's LoRA layer around an nn.Linear (its `forward`, `lora_A`/`lora_B`/`scaling` dicts,
+    `lora_variant`, `fan_in_fan_out` and `_cast_input_dtype` are what `training.speed` relies on)."""
+    from peft.tuners.lora import Linear
+
+    return isinstance(module, Linear)
 
 
 def merge_and_unload(model: Any) -> Any:

@@ -14,6 +14,7 @@ import typer
 from llara.cli.options import (
     ENCODE_BATCH_SIZE,
     BatchSize,
+    Bf16Base,
     DeepSpeed,
     Full,
     GradAccum,
@@ -88,6 +89,7 @@ def pretrain(
     lora_targets: Annotated[str, typer.Option(help="comma-separated modules")] = ",".join(LORA_SHORT),
     gradient_checkpointing: GradientCheckpointing = P.gradient_checkpointing,
     precision: Precision = P.precision,
+    bf16_base: Bf16Base = P.bf16_base,
     save_every: SaveEvery = P.save_every,
     logging_steps: LoggingSteps = P.logging_steps,
     save_at_minutes: Annotated[str, typer.Option(help="also checkpoint at these minutes, e.g. 3,12")] = "",
@@ -148,6 +150,7 @@ def finetune(
     lora_dropout: LoraDropout = F.lora_dropout,
     gradient_checkpointing: GradientCheckpointing = F.gradient_checkpointing,
     precision: Precision = F.precision,
+    bf16_base: Bf16Base = F.bf16_base,
     save_every: SaveEvery = F.save_every,
     logging_steps: LoggingSteps = F.logging_steps,
     resume: Resume = F.resume,

@@ -42,6 +42,14 @@ from llara.modeling.precision import bf16_supported
 from llara.modeling.prompts import add_special_tokens
 from llara.modeling.recipes import Recipe
 from llara.training.options import LORA_SHORT, TrainOptions
+from llara.training.speed import (
+    DOWNCAST,
+    bf16_frozen_base,
+    cheap_dropout,
+    lean_lora,
+    restore_fp32_base,
+    use_cpu_attention,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +66,36 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> lis
     return tokenizer.convert_tokens_to_ids(list(recipe.special_tokens))
 
 
+def on_cpu() -> bool:
+    """Training runs on the CPU (the Trainer's `use_cpu`)."""
+    return not torch.cuda.is_available()
+
+
+def uses_cpu_attention(opts: TrainOptions) -> bool:
+    """`prepare_model` sets `speed.cpu_attention`, which also reads packed joint batches (pretraining
+    rows without their padding)."""
+    return opts.cpu_attention and on_cpu()
+
+
+def downcasts_base(opts: TrainOptions) -> bool:
+    """`prepare_model` holds the frozen base weights in bf16: LoRA, bf16, on a CPU, no DeepSpeed."""
+    return opts.bf16_base and not opts.full and use_bf16(opts.precision) and on_cpu() and not opts.deepspeed
+
+
 def prepare_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, opts: TrainOptions
 ) -> torch.nn.Module:
     """Add the recipe's special tokens, then wrap in LoRA (PEFT) with trainable special-token rows,
-    or leave every weight trainable (--full)."""
+    or leave every weight trainable (--full).
+
+    The step is made cheaper as `opts` allows (training/speed.py): PEFT's layers without their extra
+    work (anywhere), and on a CPU cheaper dropout masks, eager attention and, under bf16, the frozen
+    projection weights held in bf16 (undo with `restore_fp32_base` before merging: `finish` does)."""
     torch.manual_seed(opts.seed)  # the new embedding rows start from a seeded random draw
     add_special_tokens(model, tokenizer, recipe)
     model.config.use_cache = False
+    if uses_cpu_attention(opts):
+        use_cpu_attention(model)
     if opts.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
@@ -86,6 +116,12 @@ def prepare_model(
         peft_model = compat.get_peft_model(model, config)
     except ValueError as e:  # e.g. a target module the architecture does not have
         raise LlaraError(f"LoRA: {e}") from None
+    if opts.lean_lora:
+        lean_lora(peft_model)
+    if opts.cheap_dropout and on_cpu():
+        cheap_dropout(peft_model)
+    if downcasts_base(opts):
+        bf16_frozen_base(peft_model)
     peft_model.train()
     return peft_model
 
@@ -367,11 +403,15 @@ def finish(
     tokenizer: PreTrainedTokenizerBase,
     config: ModelConfig,
     output: str | os.PathLike,
+    base: str | os.PathLike | None = None,
+    trust_remote_code: bool = False,
 ) -> Path:
     """Save the final model after `trainer.train()`; call it on every rank.
 
     Under DeepSpeed ZeRO-3 each rank holds only a shard: the Trainer first consolidates the weights
     into a folder (a collective call), which rank 0 reloads, merges and saves like any other model.
+    `base` (the model training started from) gives back the exact fp32 weights that `prepare_model`
+    held in bf16, before LoRA is merged into them.
     """
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     if trainer.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3:
@@ -388,5 +428,9 @@ def finish(
             save_final(model, tokenizer, config, output)
             shutil.rmtree(raw, ignore_errors=True)
     elif trainer.is_world_process_zero():
+        if base is not None:
+            restore_fp32_base(trainer.model, str(base), trust_remote_code=trust_remote_code)
+        elif hasattr(trainer.model, DOWNCAST):
+            raise ValueError("the base weights were held in bf16: finish() needs `base` to merge into fp32 ones")
         save_final(trainer.model, tokenizer, config, output)
     return Path(output)

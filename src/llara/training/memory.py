@@ -98,7 +98,9 @@ class ModelShape:
             params=sum(p.numel() for p in model.parameters()),
         )
 
-    def bytes_per_token(self, seq_len: int, checkpointing: bool = False, half_bytes: int = 2) -> float:
+    def bytes_per_token(
+        self, seq_len: int, checkpointing: bool = False, half_bytes: int = 2, attention_scores: bool = False
+    ) -> float:
         """Activation bytes autograd keeps for one token of a sequence of `seq_len`, all layers.
 
         Per layer: about 10 hidden- and 1 intermediate-sized fp32 tensors (norms, LoRA dropout
@@ -108,9 +110,12 @@ class ModelShape:
         sequence only through its O(s) kernels' buffers. With gradient checkpointing only each layer's
         input is kept (plus one layer recomputed at a time). Times CALIBRATION: measured peak RSS on CPU
         was up to 1.2x this count (benchmarks/bench_train_memory.py); tiny models, where per-token
-        costs that do not scale with the width dominate, take HEADROOM's slack."""
+        costs that do not scale with the width dominate, take HEADROOM's slack. `attention_scores`: the
+        attention keeps its score matrix (training.speed.cpu_attention: fp32 softmax output and its
+        bf16 copy, `heads x seq_len` each per token) instead of an O(s) kernel's buffers."""
         h, i = self.hidden, self.intermediate
-        fp32 = 4 * (10 * h + i) + 4 * self.heads * min(seq_len, 64)
+        scores = (4 + half_bytes) * self.heads * seq_len if attention_scores else 4 * self.heads * min(seq_len, 64)
+        fp32 = 4 * (10 * h + i) + scores
         per_layer = fp32 + half_bytes * (15 * h + 3 * self.kv_dim + 5 * i)
         if checkpointing:
             return CALIBRATION * (4 * h * self.layers + per_layer)
@@ -139,13 +144,14 @@ def plan_finetune(
     full: bool,
     available: int,
     half_bytes: int = 2,
+    attention_scores: bool = False,
 ) -> tuple[bool, int]:
     """(grad_cache, chunk_size) that fit the step in `available` bytes, announcing any change.
 
     Raises LlaraError when not even one text at a time fits."""
     extra = fixed_bytes(shape, full)
-    per_passage = shape.bytes_per_token(plen, checkpointing, half_bytes) * plen
-    per_query = shape.bytes_per_token(qlen, checkpointing, half_bytes) * qlen
+    per_passage = shape.bytes_per_token(plen, checkpointing, half_bytes, attention_scores) * plen
+    per_query = shape.bytes_per_token(qlen, checkpointing, half_bytes, attention_scores) * qlen
     whole = int(batch * (per_query + group * per_passage)) + extra
     if not grad_cache and _fits(whole, available):
         return False, chunk
@@ -183,10 +189,11 @@ def plan_pretrain(
     full: bool,
     available: int,
     half_bytes: int = 2,
+    attention_scores: bool = False,
 ) -> tuple[int, int]:
     """(batch_size, grad_accum) per step that fit, keeping batch x accumulation; announces a change."""
     extra = fixed_bytes(shape, full)
-    per_row = shape.bytes_per_token(seq_len, checkpointing, half_bytes) * seq_len
+    per_row = shape.bytes_per_token(seq_len, checkpointing, half_bytes, attention_scores) * seq_len
     if _fits(batch * per_row + extra, available):
         return batch, grad_accum
     micro = next((b for b in range(batch, 0, -1) if batch % b == 0 and _fits(b * per_row + extra, available)), 0)

@@ -46,6 +46,12 @@ class TrainOptions:
     gradient_checkpointing: bool = False
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (configs/)
     logging_steps: int = 5
+    # How fast a step runs (training/speed.py, benchmarks/bench_train_throughput.py); all False gives
+    # the step of llara before them. Each keeps the math (tests/test_train_speed.py).
+    bf16_base: bool = True  # LoRA in bf16 on a CPU: frozen projection weights held in bf16, not cast every pass
+    cpu_attention: bool = True  # on a CPU: eager attention, not SDPA's flash kernel; pretraining rows packed
+    lean_lora: bool = True  # special-token rows trained without the whole embedding matrix; LoRA updates as addmm
+    cheap_dropout: bool = True  # on a CPU: LoRA dropout masks from 16-bit draws of a fast generator, not bernoulli
 
     def validate(self) -> None:
         if self.max_steps is None and self.max_time is None:

@@ -29,6 +29,7 @@ from llara.training.common import (
     save_from_checkpoint,
     training_arguments,
     use_bf16,
+    uses_cpu_attention,
 )
 from llara.training.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
 from llara.training.finetune.loss import grad_cache_step, info_nce
@@ -114,13 +115,37 @@ def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_re
         query_max_length=max(config.query_max_length, opts.query_max_length),
         passage_max_length=max(config.passage_max_length, opts.passage_max_length),
     )
-    recipe_ = config.recipe_spec
     if finished_checkpoint(opts, checkpoint):  # nothing left to train: no need to load the base model
         save_from_checkpoint(checkpoint, config, opts.output)
         steps = checkpoint_step(checkpoint)
         return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
+    trainer = finetune_trainer(model, examples, opts, config, stage, train_file, trust_remote_code)
+    groups = trainer.train_dataset.group_size
+    log.info("fine-tuning on %d rows of %s, %d passages per query", len(examples), train_file, groups)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    finish(trainer, trainer.processing_class, config, opts.output, model, trust_remote_code)
+    return {
+        "examples": len(examples),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "output": str(opts.output),
+    }
+
+
+def finetune_trainer(
+    model: str,
+    examples: list,
+    opts: FinetuneOptions,
+    config: ModelConfig,
+    stage: dict,
+    path: str | Path | None = None,
+    trust_remote_code: bool = False,
+) -> ContrastiveTrainer:
+    """What `finetune` trains with: the model (fitted to memory, prepared), data, collator, Trainer.
+    `stage` (the llara.json record of this run) learns what actually runs (GradCache, chunk size)."""
+    recipe_ = config.recipe_spec
     hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
-    dataset = TrainDataset(examples, opts.group_size, seed=opts.seed, path=train_file)
+    dataset = TrainDataset(examples, opts.group_size, seed=opts.seed, path=path)
     # Fit the step to the memory this machine has, and say so.
     opts.grad_cache, opts.chunk_size = plan_finetune(
         ModelShape.of(hf_model),
@@ -134,13 +159,14 @@ def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_re
         full=opts.full,
         available=available_memory(device_of_rank()),
         half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
+        attention_scores=uses_cpu_attention(opts),
     )
     stage.update(grad_cache=opts.grad_cache, chunk_size=opts.chunk_size)  # what actually ran, into llara.json
     wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
     collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), opts.query_max_length, opts.passage_max_length)
     # Gathered negatives need the same batch size on every rank.
     args = training_arguments(opts, dataloader_drop_last=opts.negatives_cross_device)
-    trainer = ContrastiveTrainer(
+    return ContrastiveTrainer(
         model=wrapped,
         args=args,
         opts=opts,
@@ -151,12 +177,3 @@ def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_re
         processing_class=tokenizer,  # saved in each checkpoint, which then loads on its own
         callbacks=[EpochSampling(dataset)],
     )
-    log.info("fine-tuning on %d rows of %s, %d passages per query", len(examples), train_file, dataset.group_size)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    finish(trainer, tokenizer, config, opts.output)
-    return {
-        "examples": len(examples),
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "output": str(opts.output),
-    }

@@ -7,6 +7,12 @@ Joint row, left-padded:   [pad ...][prefix][text][EBAE suffix][EBAR suffix]
 The mask is boolean [B, 1, L, L] (True = may attend): transformers passes a 4D mask straight to
 SDPA, which reads a bool mask as "attend here". Padding rows attend to themselves so no row is empty
 (an all-False row would give NaN).
+
+Packed (`pack=True`, for `training.speed.cpu_attention`): the same batch without its padding. The
+real tokens of all rows sit in one row [1, N] (ids, position ids, pooled and LM positions, in row
+order), so the projections and MLPs never compute a padded token; the mask stays the padded [B, 1,
+L, L] one, and `slots` [B, L] tells the attention which packed token fills each padded place (-1: a
+padding place). Same math, token by token.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ from llara.modeling.prompts import PromptBuilder
 class PretrainCollator:
     """Turns {"text_ids", "own_ids", "next_ids"} examples into one joint batch."""
 
-    def __init__(self, prompts: PromptBuilder, exclude_ids: list[int] | set[int], lm_loss: bool = True) -> None:
+    def __init__(
+        self, prompts: PromptBuilder, exclude_ids: list[int] | set[int], lm_loss: bool = True, pack: bool = False
+    ) -> None:
         if prompts.pieces["passage"][0] != prompts.pieces["query"][0]:
             raise ValueError(f"recipe {prompts.recipe.name}: the joint pass needs one shared prefix")
-        self.prompts, self.lm_loss = prompts, lm_loss
+        self.prompts, self.lm_loss, self.pack = prompts, lm_loss, pack
         self.exclude = set(exclude_ids)
         self.prefix = prompts.pieces["passage"][0]
         self.ebae_suffix, self.ebar_suffix = prompts.pieces["passage"][1], prompts.pieces["query"][1]
@@ -74,7 +82,7 @@ class PretrainCollator:
         ebae_special[:, width - s2 - self.k : width - s2] = True
         ebar_special = torch.zeros((n, width), dtype=torch.bool)
         ebar_special[:, width - self.k :] = True
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": mask.unsqueeze(1),
             "position_ids": position_ids,
@@ -85,6 +93,7 @@ class PretrainCollator:
             "ebae_targets": self.targets([f["own_ids"] for f in features]),
             "ebar_targets": self.targets([f["next_ids"] for f in features]),
         }
+        return packed(batch) if self.pack else batch
 
     def separate(self, features: list[dict]) -> tuple[dict, dict]:
         """The same examples as two ordinary left-padded batches (EBAE and EBAR), for the
@@ -110,3 +119,20 @@ class PretrainCollator:
                 }
             )
         return out[0], out[1]
+
+
+PER_TOKEN = ("input_ids", "position_ids", "real", "lm_positions", "ebae_special", "ebar_special")
+
+
+def packed(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A joint batch without its padding: per-token fields [1, N] over the real tokens in row order,
+    the padded mask as it was, and `slots` [B, L]: the packed index of each padded place (-1: padding)."""
+    real = batch["real"].flatten()
+    where = real.nonzero().squeeze(1)
+    slots = torch.full((real.numel(),), -1, dtype=torch.long)
+    slots[where] = torch.arange(where.numel())
+    out = dict(batch)
+    for key in PER_TOKEN:
+        out[key] = batch[key].flatten()[where].unsqueeze(0)
+    out["slots"] = slots.view_as(batch["real"])
+    return out

@@ -21,12 +21,14 @@ from llara.training.common import (
     special_token_ids,
     training_arguments,
     use_bf16,
+    uses_cpu_attention,
 )
 from llara.training.memory import ModelShape, available_memory, plan_pretrain
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.data import PretrainDataset, count_documents
 from llara.training.pretrain.loss import joint_loss
 from llara.training.pretrain.options import PretrainOptions
+from llara.training.speed import CPU_ATTENTION
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,17 @@ def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, tru
     config = ModelConfig.of(model_name).trained(stage, recipe=recipe_)
     if finished_checkpoint(opts, resume):  # nothing left to train: no need to load the base model
         return save_from_checkpoint(resume, config, opts.output)
+    trainer = pretrain_trainer(model_name, corpus, opts, config, trust_remote_code=trust_remote_code)
+    log.info("pretraining on %d documents of %s", n_docs, corpus)
+    trainer.train(resume_from_checkpoint=resume)
+    return finish(trainer, trainer.processing_class, config, opts.output, model_name, trust_remote_code)
+
+
+def pretrain_trainer(
+    model_name: str, corpus: str | Path, opts: PretrainOptions, config: ModelConfig, trust_remote_code: bool = False
+) -> PretrainTrainer:
+    """What `run_pretrain` trains with: the model (fitted to memory, prepared), data, collator, Trainer."""
+    recipe_ = config.recipe_spec
     model, tokenizer = load_model(model_name, trust_remote_code=trust_remote_code)
     # Fit the step to this machine's memory: micro-batches with accumulation, the same effective batch.
     opts.batch_size, opts.grad_accum = plan_pretrain(
@@ -93,11 +106,14 @@ def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, tru
         full=opts.full,
         available=available_memory(device_of_rank()),
         half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
+        attention_scores=uses_cpu_attention(opts),
     )
     model = prepare_model(model, tokenizer, recipe_, opts)
     prompts = PromptBuilder(tokenizer, recipe_)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe_))
-    collator = PretrainCollator(prompts, exclude, lm_loss=opts.lm_loss)
+    # Packed rows (no padding) need the attention prepare_model sets on a CPU (where the model takes it).
+    pack = model.config._attn_implementation == CPU_ATTENTION
+    collator = PretrainCollator(prompts, exclude, lm_loss=opts.lm_loss, pack=pack)
     budget = opts.chunk_tokens - collator.prompt_length()
     if budget < 1:
         raise LlaraError(
@@ -113,8 +129,8 @@ def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, tru
         target_length=opts.chunk_tokens,  # the reference cuts a target text at cutoff_len
         remove_stop_words=opts.remove_stop_words,
     )
-    log.info("pretraining on %d documents of %s, %d text tokens per chunk", n_docs, corpus, budget)
-    trainer = PretrainTrainer(
+    log.info("%d text tokens per chunk", budget)
+    return PretrainTrainer(
         model=model,
         args=training_arguments(opts),
         train_dataset=dataset,
@@ -124,5 +140,3 @@ def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, tru
         recipe=recipe_,
         config=config,
     )
-    trainer.train(resume_from_checkpoint=resume)
-    return finish(trainer, tokenizer, config, opts.output)
