@@ -25,7 +25,7 @@ PROFILES: dict[str, dict] = {
     # The paper's 7B GPU recipe (METHOD.md): 15 hard negatives a query, 64/160 tokens, LoRA rate 3e-4.
     "gpu": {"group_size": 16, "query_max_length": 64, "passage_max_length": 160, "lr": 3e-4},
     # Sized for a CPU: one hard negative a query (the batch's other passages are negatives too), short
-    # texts and a high LoRA rate, so that 12 minutes on 2 cores make ~125 steps instead of one.
+    # texts and a high LoRA rate, so that 12 minutes on 2 cores make ~110 steps instead of one.
     "cpu": {"group_size": 2, "query_max_length": 32, "passage_max_length": 128, "lr": 1e-3},
 }
 FULL_LR = 1e-5  # full fine-tuning (every weight) wants a far lower rate than LoRA, on either profile
