@@ -41,10 +41,10 @@ import time
 from pathlib import Path
 
 import torch
+from machine_peak import peaks as matmul_peaks  # benchmarks/: the same yardstick as bench_encode_command
 from transformers import ProgressCallback, TrainerCallback
 
 CISI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cisi" / "corpus.jsonl"
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 CONFIGS = {
     "today": {"lean_lora": False, "cpu_attention": False, "bf16_base": False, "cheap_dropout": False},
     "lean": {"cpu_attention": False, "bf16_base": False, "cheap_dropout": False},
@@ -52,20 +52,6 @@ CONFIGS = {
     "bf16": {"cheap_dropout": False},
     "fast": {},
 }
-
-
-# ------------------------------------------------------------------------------------------- peak
-def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048), repeats: int = 5) -> float:
-    """Best GFLOP/s of square matmuls in `dtype` (2 n^3 flops each)."""
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        a @ b  # warm-up: oneDNN picks its kernel
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
 
 
 # ------------------------------------------------------------------------------------ lock step
@@ -294,7 +280,7 @@ def main() -> None:
     if not set(args.jobs.split(",")) <= set(BUILDERS):
         ap.error(f"--jobs: pretrain and/or finetune, not {args.jobs!r}")
 
-    peaks = {k: matmul_peak(dtype) for k, dtype in DTYPES.items()}
+    peaks = matmul_peaks()
     print(
         f"{torch.get_num_threads()} threads; matmul peak bf16 {peaks['bf16']:.0f} GFLOP/s, "
         f"fp32 {peaks['fp32']:.0f} GFLOP/s; model {args.model}; {args.steps} steps per configuration"
@@ -309,7 +295,8 @@ def main() -> None:
         print(f"corpus {corpus}")
         for job in args.jobs.split(","):
             # The peak again before each job (the best one so far counts): a busy moment only lowers it.
-            peaks = {k: max(v, matmul_peak(DTYPES[k])) for k, v in peaks.items()}
+            now = matmul_peaks()
+            peaks = {k: max(v, now[k]) for k, v in peaks.items()}
             t0 = time.perf_counter()
             if job == "finetune":
                 from llara.training.mining import pairs
@@ -318,7 +305,7 @@ def main() -> None:
             results, params = run_interleaved(job, list(configs), args, work, corpus)
             report(job, results, params, peaks, args.warmup)
             print(f"({job}: {time.perf_counter() - t0:.0f} s in all)")
-    again = {k: matmul_peak(dtype) for k, dtype in DTYPES.items()}
+    again = matmul_peaks()
     print(
         f"\nmatmul peak at the end: bf16 {again['bf16']:.0f}, fp32 {again['fp32']:.0f} GFLOP/s "
         f"(the tables used bf16 {peaks['bf16']:.0f}, fp32 {peaks['fp32']:.0f})"

@@ -28,15 +28,18 @@ def setup(model_dir, recipe_name: str, lm_loss: bool = True):
     prompts = PromptBuilder(tokenizer, recipe)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe))
     collator = PretrainCollator(prompts, exclude, lm_loss=lm_loss)
-    ids = prompts.text_ids(TEXTS)
-    # Different lengths (a padded batch), one example without a next chunk (EBAE only).
-    features = [
+    return model.float().train(), collator, joint_features(prompts.text_ids(TEXTS))
+
+
+def joint_features(ids: list[list[int]]) -> list[dict]:
+    """Pretraining examples of TEXTS' ids: different lengths (a padded batch), one example without a
+    next chunk (EBAE only)."""
+    return [
         {"text_ids": ids[0], "own_ids": ids[0], "next_ids": ids[1]},
         {"text_ids": ids[1], "own_ids": ids[1], "next_ids": None},
         {"text_ids": ids[2], "own_ids": ids[2], "next_ids": ids[3]},
         {"text_ids": ids[3], "own_ids": ids[3], "next_ids": ids[0]},
     ]
-    return model.float().train(), collator, features
 
 
 def losses_and_grads(model, fn, *batches):

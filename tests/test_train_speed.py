@@ -23,13 +23,8 @@ from llara.training.pretrain.loss import joint_loss
 from llara.training.pretrain.options import PretrainOptions
 from llara.training.pretrain.trainer import run_pretrain
 from llara.training.speed import CPU_ATTENTION, decoder_layers, restore_fp32_base
+from tests.test_pretrain_loss import TEXTS, joint_features
 
-TEXTS = [
-    "the dense retrieval model is a query of the index",
-    "a library of information science data text token next summarize",
-    "index",
-    "what is a language model for search and classification of documents",
-]
 SLOW_PATH = {"lean_lora": False, "cpu_attention": False, "bf16_base": False}
 
 
@@ -46,13 +41,7 @@ def build(model_dir, tmp_path, **switches):
             p.data = (torch.randn(p.shape, generator=generator) * 0.05).to(p.dtype)
     prompts = PromptBuilder(tokenizer, recipe)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe))
-    ids = prompts.text_ids(TEXTS)
-    features = [
-        {"text_ids": ids[0], "own_ids": ids[0], "next_ids": ids[1]},
-        {"text_ids": ids[1], "own_ids": ids[1], "next_ids": None},
-        {"text_ids": ids[2], "own_ids": ids[2], "next_ids": ids[3]},
-        {"text_ids": ids[3], "own_ids": ids[3], "next_ids": ids[0]},
-    ]
+    features = joint_features(prompts.text_ids(TEXTS))
     collator = PretrainCollator(prompts, exclude, lm_loss=True, pack=opts.cpu_attention)
     passages = prompts.pad(prompts.build(TEXTS, "passage", 48))
     return model, recipe, collator(features), passages

@@ -151,7 +151,7 @@ def use_bf16(precision: str) -> bool:
     if precision == "bf16":
         return True
     if precision == "auto":
-        return bf16_supported(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return bf16_supported(torch.device("cpu" if on_cpu() else "cuda"))
     return False
 
 
@@ -171,7 +171,7 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
         per_device_train_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.grad_accum,
         bf16=use_bf16(opts.precision),
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=on_cpu(),
         fp16=opts.precision == "fp16",
         deepspeed=opts.deepspeed,
         save_strategy="steps",

@@ -28,7 +28,6 @@ from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.data import PretrainDataset, count_documents
 from llara.training.pretrain.loss import joint_loss
 from llara.training.pretrain.options import PretrainOptions
-from llara.training.speed import CPU_ATTENTION
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +110,8 @@ def pretrain_trainer(
     model = prepare_model(model, tokenizer, recipe_, opts)
     prompts = PromptBuilder(tokenizer, recipe_)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe_))
-    # Packed rows (no padding) need the attention prepare_model sets on a CPU (where the model takes it).
-    pack = model.config._attn_implementation == CPU_ATTENTION
-    collator = PretrainCollator(prompts, exclude, lm_loss=opts.lm_loss, pack=pack)
+    # Packed rows (no padding) are read by the attention prepare_model sets on a CPU.
+    collator = PretrainCollator(prompts, exclude, lm_loss=opts.lm_loss, pack=uses_cpu_attention(opts))
     budget = opts.chunk_tokens - collator.prompt_length()
     if budget < 1:
         raise LlaraError(
