@@ -17,7 +17,7 @@ from llara.modeling.embedder import embed
 from llara.modeling.loading import load_model
 from llara.modeling.prompts import PromptBuilder
 from llara.modeling.recipes import load_recipe
-from llara.training.common import SPECIAL_PARAM, param_groups, prepare_model, special_token_ids
+from llara.training.common import SPECIAL_PARAM, param_groups, prepare_model, special_token_ids, uses_cpu_attention
 from llara.training.pretrain.collator import PretrainCollator
 from llara.training.pretrain.loss import joint_loss
 from llara.training.pretrain.options import PretrainOptions
@@ -42,7 +42,7 @@ def build(model_dir, tmp_path, **switches):
     prompts = PromptBuilder(tokenizer, recipe)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe))
     features = joint_features(prompts.text_ids(TEXTS))
-    collator = PretrainCollator(prompts, exclude, lm_loss=True, pack=opts.cpu_attention)
+    collator = PretrainCollator(prompts, exclude, lm_loss=True, pack=uses_cpu_attention(opts, model.config))
     passages = prompts.pad(prompts.build(TEXTS, "passage", 48))
     return model, recipe, collator(features), passages
 

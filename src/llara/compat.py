@@ -165,3 +165,38 @@ def is_lora_linear(module: Any) -> bool:
 def merge_and_unload(model: Any) -> Any:
     with quiet(r"`is_gradient_checkpointing` is deprecated"):
         return model.merge_and_unload()
+
+
+@contextmanager
+def zero3_init_disabled():
+    """Load a model on one rank after a DeepSpeed ZeRO-3 run: transformers would otherwise build it
+    under `deepspeed.zero.Init` (partitioned across ranks, a collective call the other ranks never
+    join). Reads and restores transformers.integrations.deepspeed's module-level config reference."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = _internal(hf_deepspeed, "_hf_deepspeed_config_weak_ref", "transformers")
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+# ------------------------------------------------------------------------------------- deepspeed
+class _DropMessages:
+    """A logging filter that drops the records whose message starts with one of `prefixes`."""
+
+    def __init__(self, *prefixes: str) -> None:
+        self.prefixes = prefixes
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_dependency_logs() -> None:
+    """DeepSpeed, once installed, is imported by transformers and accelerate on every model load, and
+    on a machine without a GPU warns each time that it uses the CPU. Its logger ("DeepSpeed") resets
+    its own level when imported, so the one line is filtered instead; everything else it says stays."""
+    import logging
+
+    logging.getLogger("DeepSpeed").addFilter(_DropMessages("Setting accelerator to CPU"))

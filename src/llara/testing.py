@@ -48,21 +48,52 @@ def make_tokenizer(folder: Path, add_bos: bool = False, pad: bool = True):
     return fast
 
 
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")  # what tests train and encode
+# Settings a family needs at this size (Gemma's head size is its own field; its soft-capping stays on).
+FAMILY_EXTRAS = {
+    "qwen3": {"head_dim": 16},
+    # Large weights and low caps, so that soft-capping changes the attention scores and the logits.
+    "gemma2": {
+        "head_dim": 16,
+        "query_pre_attn_scalar": 16,
+        "initializer_range": 0.3,
+        "attn_logit_softcapping": 2.0,
+        "final_logit_softcapping": 3.0,
+    },
+    "gemma3": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 512},
+}
+
+
+def family_config(arch: str):
+    """The transformers config class of a model family (config.json's model_type)."""
+    import transformers
+
+    names = {
+        "llama": "LlamaConfig",
+        "mistral": "MistralConfig",
+        "qwen2": "Qwen2Config",
+        "qwen3": "Qwen3Config",
+        "gemma2": "Gemma2Config",
+        "gemma3": "Gemma3TextConfig",
+        "phi3": "Phi3Config",
+    }
+    return getattr(transformers, names[arch])
+
+
 def make_tiny_model(folder: Path, arch: str = "llama", seed: int = 0, tokenizer=None) -> Path:
     """A random 2-layer causal LM of the given family, saved as an HF folder with safetensors.
 
     The tokenizer is a small one trained in code unless one is given (e.g. smollm2's, for a model
     that reads real text like the real one, only faster).
     """
-    from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer is None:
         tokenizer = make_tokenizer(folder)
     else:
         tokenizer.save_pretrained(folder)
-    cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
-    config = cls(
+    config = family_config(arch)(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -74,6 +105,7 @@ def make_tiny_model(folder: Path, arch: str = "llama", seed: int = 0, tokenizer=
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
+        **FAMILY_EXTRAS.get(arch, {}),
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

@@ -53,6 +53,9 @@ def _main(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for noisy in ("faiss", "faiss.loader", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from llara.compat import quiet_dependency_logs
+
+    quiet_dependency_logs()
     if not debug:
         from transformers.utils import logging as hf_logging
 

@@ -5,6 +5,7 @@ The training options' defaults are those of PretrainOptions and FinetuneOptions 
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -43,6 +44,11 @@ from llara.training.options import LORA_SHORT
 from llara.training.pretrain.options import PretrainOptions
 
 P, F = PretrainOptions, FinetuneOptions  # the defaults
+
+
+def first_rank() -> bool:
+    """This process is the only one, or rank 0 of a torchrun group."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _by_device(key: str) -> str:
@@ -105,7 +111,8 @@ def pretrain(
     minutes = numbers("--save-at-minutes", save_at_minutes)
     opts = settings(PretrainOptions, params, save_at_minutes=minutes, lora_targets=names(lora_targets))
     run_pretrain(model, corpus, opts, trust_remote_code=trust_remote_code)
-    console.print(f"wrote {output}")
+    if first_rank():  # under torchrun, one line for the run
+        console.print(f"wrote {output}")
 
 
 def finetune(
@@ -163,7 +170,8 @@ def finetune(
     from llara.training.finetune.trainer import finetune as run_finetune
 
     result = run_finetune(model, train, settings(FinetuneOptions, params), trust_remote_code=trust_remote_code)
-    console.print(f"fine-tuned {result['steps']} steps on {result['examples']} rows; wrote {output}")
+    if first_rank():
+        console.print(f"fine-tuned {result['steps']} steps on {result['examples']} rows; wrote {output}")
 
 
 def mine(

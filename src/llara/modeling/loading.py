@@ -119,12 +119,37 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(
         folder,
         dtype=dtype,
-        attn_implementation="sdpa",
+        attn_implementation=attention_for(folder, trust_remote_code),
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
     )
     model.eval()
     return model, tokenizer
+
+
+def attention_for(folder: Path, trust_remote_code: bool = False) -> str:
+    """SDPA where the family's transformers class supports it, else transformers' eager attention
+    (Gemma-2: its attention logits are soft-capped, which SDPA cannot do). Both read the joint
+    pretraining mask (`modeling.attention.joint_mask_for`); flash-attention kernels cannot."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except (KeyError, ValueError):
+        if trust_remote_code:  # the folder's own class: let transformers pick
+            return "sdpa"
+        raise LlaraError(
+            "not a decoder-only causal LM that this transformers knows; llara is tested on "
+            "LLaMA, Mistral, Qwen2, Qwen3, Gemma-2, Gemma-3 and Phi-3",
+            folder / "config.json",
+            field="model_type",
+        ) from None
+    if getattr(cls, "_supports_sdpa", False):
+        return "sdpa"
+    log.info("%s has no SDPA attention in transformers: using its eager attention", cls.__name__)
+    return "eager"
 
 
 def refuse_remote_code(folder: Path) -> None:

@@ -46,6 +46,7 @@ from llara.training.speed import (
     DOWNCAST,
     bf16_frozen_base,
     cheap_dropout,
+    cpu_attention_fits,
     lean_lora,
     restore_fp32_base,
     use_cpu_attention,
@@ -57,9 +58,30 @@ SPECIAL_PARAM = "trainable_tokens"  # PEFT's name for the rows of the special-to
 
 
 # ------------------------------------------------------------------------------------------- model
-def lora_target_modules(targets: list[str]) -> list[str]:
-    """`q,k,v,...` -> `q_proj,k_proj,...`; full module names pass through."""
-    return [f"{t}_proj" if t in LORA_SHORT else t for t in targets]
+# Where a family fuses projections (Phi-3: qkv_proj, gate_up_proj), a short name means the fused one.
+FUSED_PROJECTIONS = {"q": "qkv_proj", "k": "qkv_proj", "v": "qkv_proj", "gate": "gate_up_proj", "up": "gate_up_proj"}
+
+
+def lora_target_modules(targets: list[str], model: torch.nn.Module | None = None) -> list[str]:
+    """`q,k,v,...` -> `q_proj,k_proj,...` (or the family's fused `qkv_proj`, `gate_up_proj`); full
+    module names pass through. With `model`, a name that matches none of its linear layers is an error
+    (PEFT would adapt the others and say nothing)."""
+    linear = None
+    if model is not None:
+        linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    out: list[str] = []
+    for t in targets:
+        name = f"{t}_proj" if t in LORA_SHORT else t
+        if linear is not None and name not in linear and FUSED_PROJECTIONS.get(t) in linear:
+            name = FUSED_PROJECTIONS[t]
+        if linear is not None and name not in linear:
+            raise LlaraError(
+                f"--lora-targets: {model.config.model_type} has no linear layer {name!r} "
+                f"(it has {', '.join(sorted(linear))})"
+            )
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def special_token_ids(tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> list[int]:
@@ -71,10 +93,10 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-def uses_cpu_attention(opts: TrainOptions) -> bool:
-    """`prepare_model` sets `speed.cpu_attention`, which also reads packed joint batches (pretraining
-    rows without their padding)."""
-    return opts.cpu_attention and on_cpu()
+def uses_cpu_attention(opts: TrainOptions, config) -> bool:
+    """`prepare_model` sets `speed.cpu_attention` (which also reads packed joint batches: pretraining
+    rows without their padding) for a model of this `config`."""
+    return opts.cpu_attention and on_cpu() and cpu_attention_fits(config)
 
 
 def downcasts_base(opts: TrainOptions) -> bool:
@@ -94,8 +116,10 @@ def prepare_model(
     torch.manual_seed(opts.seed)  # the new embedding rows start from a seeded random draw
     add_special_tokens(model, tokenizer, recipe)
     model.config.use_cache = False
-    if uses_cpu_attention(opts):
+    if uses_cpu_attention(opts, model.config):
         use_cpu_attention(model)
+    elif opts.cpu_attention and on_cpu():
+        log.info("llara's CPU attention is not proven for %s: training with transformers' own", model.config.model_type)
     if opts.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
@@ -108,7 +132,7 @@ def prepare_model(
         r=opts.lora_r,
         lora_alpha=opts.lora_alpha,
         lora_dropout=opts.lora_dropout,
-        target_modules=lora_target_modules(opts.lora_targets),
+        target_modules=lora_target_modules(opts.lora_targets, model),
         trainable_token_indices=special_token_ids(tokenizer, recipe) or None,
         task_type="CAUSAL_LM",
     )
@@ -155,8 +179,23 @@ def use_bf16(precision: str) -> bool:
     return False
 
 
+def launch_alone_for_deepspeed() -> None:
+    """DeepSpeed started without a launcher (no torchrun): a process group of one, as `deepspeed
+    --num_gpus 1` would set it up (DeepSpeed would otherwise look for MPI)."""
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as s:  # a free port on the loopback, for the group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
     """TrainingArguments from our options: checkpoints in `<output>-checkpoints`, no reporting hubs."""
+    if opts.deepspeed:
+        launch_alone_for_deepspeed()
     if opts.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise LlaraError(f"unknown precision {opts.precision!r}; choose auto, fp32, bf16 or fp16")
     by_time_only = opts.max_steps is None
@@ -187,6 +226,10 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
         # every batch; accelerate's default, rank 0 reading for all and concatenating, cannot join
         # batches padded to different lengths.
         accelerator_config={"dispatch_batches": False},
+        # Every trainable weight takes part in every step (the pretraining loss anchors the logits even
+        # in a batch without targets; fine-tuning runs the LM head on one position): no DDP search
+        # for unused parameters, an extra traversal of the autograd graph each step.
+        ddp_find_unused_parameters=False,
         report_to="none",
         disable_tqdm=False,
     )
@@ -422,9 +465,11 @@ def finish(
         trainer.save_model(str(raw))
         if trainer.is_world_process_zero():
             if (raw / "adapter_config.json").is_file() and not (raw / "config.json").is_file():
-                write_json(raw / "config.json", merged_model(trainer.model).config.to_dict())
+                base_model = getattr(trainer.model, "get_base_model", lambda: trainer.model)()
+                write_json(raw / "config.json", base_model.config.to_dict())  # not merged: its weights are shards
             tokenizer.save_pretrained(raw)
-            model, _ = load_model(raw)
+            with compat.zero3_init_disabled():  # one rank loads the whole model
+                model, _ = load_model(raw)
             save_final(model, tokenizer, config, output)
             shutil.rmtree(raw, ignore_errors=True)
     elif trainer.is_world_process_zero():

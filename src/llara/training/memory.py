@@ -145,16 +145,23 @@ def plan_finetune(
     available: int,
     half_bytes: int = 2,
     attention_scores: bool = False,
+    grad_cache_refused: str | None = None,
 ) -> tuple[bool, int]:
     """(grad_cache, chunk_size) that fit the step in `available` bytes, announcing any change.
 
-    Raises LlaraError when not even one text at a time fits."""
+    Raises LlaraError when not even one text at a time fits, or when GradCache would be needed and
+    `grad_cache_refused` says why it cannot run."""
     extra = fixed_bytes(shape, full)
     per_passage = shape.bytes_per_token(plen, checkpointing, half_bytes, attention_scores) * plen
     per_query = shape.bytes_per_token(qlen, checkpointing, half_bytes, attention_scores) * qlen
     whole = int(batch * (per_query + group * per_passage)) + extra
     if not grad_cache and _fits(whole, available):
         return False, chunk
+    if grad_cache_refused:
+        raise LlaraError(
+            f"a step of {batch} queries x {group} passages x {plen} tokens needs about {whole / GiB:.1f} GiB of "
+            f"activations and {available / GiB:.1f} GiB is free, and {grad_cache_refused}"
+        )
     # GradCache: one chunk of texts holds activations at a time (the passages are the larger side).
     fitting = int((HEADROOM * available - extra) // per_passage)
     if fitting < 1:

@@ -71,7 +71,10 @@ def _rows_only_forward(self, x: torch.Tensor, active_adapters, *args, **kwargs) 
         out = base(x)  # the frozen matrix: no gradient, no copy
         where = slot[x]
         hit = where >= 0  # written even when empty, so the rows are in every step's graph (DDP)
-        out[hit] = delta[where[hit]].to(out.dtype)
+        rows = delta[where[hit]].to(out.dtype)
+        if out.requires_grad:  # a leaf: gradient checkpointing's `enable_input_require_grads` hook
+            return out.index_put((hit,), rows)
+        out[hit] = rows
         return out
     # A tied LM head: base logits from the frozen matrix, the special columns from the trained rows.
     out = F.linear(x, _autocast_copy(self, base.weight, x.device.type))
@@ -342,6 +345,16 @@ def _attention_bias(mask, causal, batch, kv_heads, groups, length, kv_length, de
     bias = bias.reshape(batch * kv_heads, groups * length, kv_length)
     _BIAS["last"] = (key, (lambda: None) if mask is None else weakref.ref(mask), bias)
     return bias
+
+
+# The families whose attention `cpu_attention` is proven to compute (tests/test_families.py): no
+# soft-capped scores (Gemma-2), masks and scaling passed as transformers passes them to SDPA.
+CPU_ATTENTION_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text")
+
+
+def cpu_attention_fits(config) -> bool:
+    """`cpu_attention` computes this model's attention: a tested family, no attention soft-capping."""
+    return config.model_type in CPU_ATTENTION_FAMILIES and getattr(config, "attn_logit_softcapping", None) is None
 
 
 def use_cpu_attention(model: nn.Module) -> str:

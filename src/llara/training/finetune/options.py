@@ -36,6 +36,14 @@ def profile_for(device: str) -> str:
     return "cpu" if device.split(":")[0] == "cpu" else "gpu"
 
 
+# DeepSpeed steps its optimizer inside every backward call it is given (accelerate's engine wrapper),
+# and GradCache back-propagates chunk by chunk: the two cannot share a step.
+GRAD_CACHE_DEEPSPEED = (
+    "--grad-cache does not run under --deepspeed (DeepSpeed steps the optimizer at each backward, GradCache "
+    "needs one per chunk): use --gradient-checkpointing, a smaller --batch-size, or DDP (torchrun alone)"
+)
+
+
 @dataclass
 class FinetuneOptions(TrainOptions):
     """TrainOptions plus what is specific to contrastive fine-tuning. Settings left None take the
@@ -76,6 +84,8 @@ class FinetuneOptions(TrainOptions):
             raise LlaraError(f"--temperature must be positive, got {self.temperature}")
         if self.chunk_size < 1:
             raise LlaraError(f"--chunk-size must be at least 1, got {self.chunk_size}")
+        if self.grad_cache and self.deepspeed:
+            raise LlaraError(GRAD_CACHE_DEEPSPEED)
 
     def contrastive(self) -> dict:
         """The fine-tuning settings recorded in the model's llara.json."""

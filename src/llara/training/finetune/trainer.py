@@ -33,7 +33,7 @@ from llara.training.common import (
 )
 from llara.training.finetune.data import ContrastiveCollator, TrainDataset, read_train_file
 from llara.training.finetune.loss import grad_cache_step, info_nce
-from llara.training.finetune.options import FinetuneOptions
+from llara.training.finetune.options import GRAD_CACHE_DEEPSPEED, FinetuneOptions
 from llara.training.memory import ModelShape, available_memory, plan_finetune
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,8 @@ def finetune_trainer(
         full=opts.full,
         available=available_memory(device_of_rank()),
         half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
-        attention_scores=uses_cpu_attention(opts),
+        attention_scores=uses_cpu_attention(opts, hf_model.config),
+        grad_cache_refused=GRAD_CACHE_DEEPSPEED if opts.deepspeed else None,
     )
     stage.update(grad_cache=opts.grad_cache, chunk_size=opts.chunk_size)  # what actually ran, into llara.json
     wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers import PretrainedConfig
+
+from llara.errors import LlaraError
 
 BOW_SCALE = 0.1  # the reference code divides each bag-of-words loss by 10
 
@@ -31,6 +34,22 @@ def bow_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
     return -picked.sum(1) / count.clamp(min=1), count > 0
 
 
+def joint_mask_for(model: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """The collator's boolean joint mask (True: may attend) as the model's attention reads it: SDPA and
+    llara's CPU attention take it as it is; transformers' eager attention adds its mask to the scores,
+    so it gets 0 / the lowest float. Flash-attention kernels take no 4D mask at all."""
+    while not isinstance(getattr(model, "config", None), PretrainedConfig) and hasattr(model, "module"):
+        model = model.module  # DDP, a DeepSpeed engine (whose `config` is its own dict)
+    implementation = model.config._attn_implementation
+    if mask.dtype != torch.bool or mask.dim() != 4 or implementation in ("sdpa", "llara_cpu"):
+        return mask
+    if implementation == "eager":
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
+    raise LlaraError(
+        f"the joint EBAE + EBAR pass needs an attention that takes a 4D mask (sdpa or eager), not {implementation!r}"
+    )
+
+
 def task_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One forward pass; the raw (unscaled) losses of whichever tasks the batch carries and has
     targets for: "ebae" / "ebar" if it has `<task>_special` positions and at least one example with a
@@ -43,7 +62,7 @@ def task_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[
     packing = {"slots": batch["slots"]} if "slots" in batch else {}  # read by training.speed.cpu_attention
     out = model(
         input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
+        attention_mask=joint_mask_for(model, batch["attention_mask"]),
         position_ids=batch["position_ids"],
         logits_to_keep=keep,  # boolean [B, L]: logits come back flattened, row-major [n_kept, V]
         use_cache=False,

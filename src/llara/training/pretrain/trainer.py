@@ -105,13 +105,13 @@ def pretrain_trainer(
         full=opts.full,
         available=available_memory(device_of_rank()),
         half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
-        attention_scores=uses_cpu_attention(opts),
+        attention_scores=uses_cpu_attention(opts, model.config),
     )
     model = prepare_model(model, tokenizer, recipe_, opts)
     prompts = PromptBuilder(tokenizer, recipe_)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe_))
     # Packed rows (no padding) are read by the attention prepare_model sets on a CPU.
-    collator = PretrainCollator(prompts, exclude, lm_loss=opts.lm_loss, pack=uses_cpu_attention(opts))
+    collator = PretrainCollator(prompts, exclude, lm_loss=opts.lm_loss, pack=uses_cpu_attention(opts, model.config))
     budget = opts.chunk_tokens - collator.prompt_length()
     if budget < 1:
         raise LlaraError(
