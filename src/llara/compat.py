@@ -20,18 +20,32 @@ from llara.errors import LlaraError
 
 
 @cache
-def floors() -> dict[str, str]:
-    """{distribution: minimum version} of llara's own requirements (pyproject.toml, one home)."""
+def _ranges() -> dict[str, tuple[str | None, str | None]]:
+    """{distribution: (minimum, exclusive maximum)} of llara's own requirements (pyproject.toml, one
+    home), in either order pip writes them (`a>=1,<2` or `a<2,>=1`)."""
     try:
         requirements = metadata.requires("llara") or []
     except metadata.PackageNotFoundError:  # run from a source tree without `pip install`: nothing to check
         return {}
     out = {}
     for req in requirements:
-        m = re.match(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][^,;\s]*)", req)
-        if m and "extra ==" not in req:
-            out[m.group(1).lower()] = m.group(2)
+        name = re.match(r"^([A-Za-z0-9_.\-]+)", req)
+        if not name or "extra ==" in req:
+            continue
+        low = re.search(r">=\s*([0-9][^,;\s]*)", req)
+        high = re.search(r"(?<![<>=!])<\s*([0-9][^,;\s]*)", req)
+        out[name.group(1).lower()] = (low.group(1) if low else None, high.group(1) if high else None)
     return out
+
+
+def floors() -> dict[str, str]:
+    """{distribution: minimum version} of llara's own requirements."""
+    return {k: low for k, (low, _) in _ranges().items() if low}
+
+
+def caps() -> dict[str, str]:
+    """{distribution: the first version not tested} of llara's own requirements."""
+    return {k: high for k, (_, high) in _ranges().items() if high}
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -48,6 +62,17 @@ def require(package: str) -> str:
     if floor and _version_tuple(found) < _version_tuple(floor):
         raise LlaraError(f"llara needs {package} >= {floor}, found {found}: pip install -U '{package}>={floor}'")
     return found
+
+
+def untested_training_versions() -> str | None:
+    """Why training.speed's fast paths are not proven here (a PEFT or transformers release outside the
+    range the tests ran on, e.g. installed with --no-deps), or None."""
+    for package in ("peft", "transformers"):
+        found, low, high = metadata.version(package), floors().get(package), caps().get(package)
+        version = _version_tuple(found)
+        if (low and version < _version_tuple(low)) or (high and version >= _version_tuple(high)):
+            return f"{package} {found} is outside the tested range {low or ''}..{high or ''}"
+    return None
 
 
 def check_training_stack() -> None:

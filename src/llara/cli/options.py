@@ -86,7 +86,18 @@ Bf16Base = Annotated[
         "them on every pass (the same values, less time and memory; --no-bf16-base: as llara trained before)"
     ),
 ]
+FastPaths = Annotated[
+    bool,
+    typer.Option(
+        help="llara's faster training layers where tests prove them (a CPU, no DeepSpeed, tested versions); "
+        "--no-fast-paths: PEFT's and transformers' own everywhere"
+    ),
+]
 SaveEvery = Annotated[int, typer.Option(help="steps between checkpoints")]
+KeepCheckpoints = Annotated[
+    int,
+    typer.Option(help="keep the newest N checkpoints, each verified on disk before older ones go (0: keep all)"),
+]
 LoggingSteps = Annotated[int, typer.Option(help="steps between loss logs")]
 Resume = Annotated[bool, typer.Option(help="continue from the last checkpoint of this output")]
 DeepSpeed = Annotated[str | None, typer.Option(help="DeepSpeed JSON config (see configs/)")]

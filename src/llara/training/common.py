@@ -93,15 +93,51 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+FAST_PATHS = ("lean_lora", "cpu_attention", "bf16_base", "cheap_dropout")  # training/speed.py, TrainOptions
+
+
+def fast_paths_off(opts: TrainOptions) -> str | None:
+    """Why no training.speed trick runs here, or None. They are proven by tests on a CPU with the
+    tested PEFT / transformers releases, outside DeepSpeed (which partitions and wraps the layers)."""
+    if not opts.fast_paths:
+        return "--no-fast-paths"
+    if not on_cpu():
+        return "not tested on a GPU (benchmarks/gpu_check.sh checks them there)"
+    if opts.deepspeed:
+        return "not tested under DeepSpeed"
+    return compat.untested_training_versions()
+
+
+def fast_path(opts: TrainOptions, trick: str, config=None) -> bool:
+    """Whether training.speed's `trick` (one of FAST_PATHS) runs: asked for, proven where this runs,
+    and for `cpu_attention` proven for the model family of `config`."""
+    if not getattr(opts, trick) or fast_paths_off(opts):
+        return False
+    if trick == "cpu_attention":
+        return config is not None and cpu_attention_fits(config)
+    if trick == "bf16_base":
+        return not opts.full and use_bf16(opts.precision)
+    return True
+
+
 def uses_cpu_attention(opts: TrainOptions, config) -> bool:
     """`prepare_model` sets `speed.cpu_attention` (which also reads packed joint batches: pretraining
     rows without their padding) for a model of this `config`."""
-    return opts.cpu_attention and on_cpu() and cpu_attention_fits(config)
+    return fast_path(opts, "cpu_attention", config)
 
 
 def downcasts_base(opts: TrainOptions) -> bool:
-    """`prepare_model` holds the frozen base weights in bf16: LoRA, bf16, on a CPU, no DeepSpeed."""
-    return opts.bf16_base and not opts.full and use_bf16(opts.precision) and on_cpu() and not opts.deepspeed
+    """`prepare_model` holds the frozen base weights in bf16: LoRA, bf16, fast paths on."""
+    return fast_path(opts, "bf16_base")
+
+
+def say_fast_paths(opts: TrainOptions, config) -> None:
+    """One line when a fast path that was asked for does not run, and why."""
+    reason = fast_paths_off(opts)
+    if reason and reason != "--no-fast-paths" and any(getattr(opts, t) for t in FAST_PATHS):
+        log.info("training with PEFT's and transformers' own layers (llara's faster ones: %s)", reason)
+    elif not reason and opts.cpu_attention and not cpu_attention_fits(config):
+        log.info("llara's CPU attention is not proven for %s: training with transformers' own", config.model_type)
 
 
 def prepare_model(
@@ -116,10 +152,9 @@ def prepare_model(
     torch.manual_seed(opts.seed)  # the new embedding rows start from a seeded random draw
     add_special_tokens(model, tokenizer, recipe)
     model.config.use_cache = False
+    say_fast_paths(opts, model.config)
     if uses_cpu_attention(opts, model.config):
         use_cpu_attention(model)
-    elif opts.cpu_attention and on_cpu():
-        log.info("llara's CPU attention is not proven for %s: training with transformers' own", model.config.model_type)
     if opts.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
@@ -140,9 +175,9 @@ def prepare_model(
         peft_model = compat.get_peft_model(model, config)
     except ValueError as e:  # e.g. a target module the architecture does not have
         raise LlaraError(f"LoRA: {e}") from None
-    if opts.lean_lora:
+    if fast_path(opts, "lean_lora"):
         lean_lora(peft_model)
-    if opts.cheap_dropout and on_cpu():
+    if fast_path(opts, "cheap_dropout"):
         cheap_dropout(peft_model)
     if downcasts_base(opts):
         bf16_frozen_base(peft_model)
@@ -277,6 +312,45 @@ def save_from_checkpoint(checkpoint: str, config: ModelConfig, output: str | os.
     return Path(output)
 
 
+# ---------------------------------------------------------------------------------- checkpoints
+KEEP_MARK = "llara-keep"  # in a checkpoint folder: never rotated out
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Every safetensors file in `folder` is whole: its header parses and its tensors' byte ranges end
+    exactly at the end of the file (a write cut short by a full disk or a lost mount fails here).
+    LlaraError otherwise; cheap (the headers only), even for a 7B checkpoint."""
+    import json
+    import struct
+
+    files = list(folder.rglob("*.safetensors"))
+    if not files and not any(folder.glob("global_step*")):  # DeepSpeed keeps its weights in global_stepN/
+        raise LlaraError("checkpoint has no weights", folder)
+    for path in files:
+        size = path.stat().st_size
+        try:
+            with path.open("rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length)) if 8 + length <= size else None
+        except (OSError, ValueError, struct.error) as e:
+            raise LlaraError(f"checkpoint weights unreadable ({e})", path) from None
+        ends = [t["data_offsets"][1] for k, t in (header or {}).items() if k != "__metadata__"]
+        if header is None or 8 + length + max(ends, default=0) != size:
+            raise LlaraError("checkpoint weights are cut short (disk full?); the previous checkpoints are kept", path)
+
+
+def rotate_checkpoints(root: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoint-N folders of `root` (0: keep all), except those
+    marked KEEP_MARK; returns the deleted ones."""
+    if keep <= 0:
+        return []
+    found = sorted((p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=checkpoint_step)
+    old = [p for p in found[:-keep] if not (p / KEEP_MARK).exists()]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+    return old
+
+
 # ------------------------------------------------------------------------------------ callbacks
 class TimeLimit(TrainerCallback):
     """Stop cleanly (with a checkpoint) after `minutes`; also checkpoint at the given minutes."""
@@ -284,6 +358,7 @@ class TimeLimit(TrainerCallback):
     def __init__(self, minutes: float | None, save_at: list[float] | None = None) -> None:
         self.minutes, self.save_at = minutes, sorted(save_at or [])
         self.start = time.monotonic()
+        self.requested: set[int] = set()  # steps checkpointed for `save_at`
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.monotonic()
@@ -294,6 +369,7 @@ class TimeLimit(TrainerCallback):
             while self.save_at and elapsed >= self.save_at[0]:
                 self.save_at.pop(0)
             control.should_save = True
+            self.requested.add(state.global_step)
         if self.minutes is not None and elapsed >= self.minutes:
             log.info("--max-time %.1f min reached at step %d; saving and stopping", self.minutes, state.global_step)
             control.should_training_stop = True
@@ -341,7 +417,8 @@ class LlaraTrainer(Trainer):
 
     def __init__(self, *args, opts: TrainOptions, recipe: Recipe, config: ModelConfig, **kwargs) -> None:
         callbacks = list(kwargs.pop("callbacks", None) or [])
-        callbacks.append(TimeLimit(opts.max_time, opts.save_at_minutes))
+        self._time_limit = TimeLimit(opts.max_time, opts.save_at_minutes)
+        callbacks.append(self._time_limit)
         super().__init__(*args, callbacks=callbacks, **kwargs)
         if opts.max_steps is None and opts.max_time is not None and not self.args.disable_tqdm:
             self.remove_callback(ProgressCallback)
@@ -389,10 +466,14 @@ class LlaraTrainer(Trainer):
             self.model_config.save(staging)
             if not (staging / "config.json").exists():  # beside a LoRA adapter: what marks a model folder
                 write_json(staging / "config.json", self.model.config.to_dict())
+            if self.state.global_step in self._time_limit.requested:
+                (staging / KEEP_MARK).write_text("saved for --save-at-minutes: never rotated out\n")
+            verify_checkpoint(staging)  # before it takes a final name, and before any older one goes
             if (root / name).exists():  # the same step saved again after a resume
                 shutil.rmtree(root / name)
             os.replace(staging, root / name)
             shutil.rmtree(staging.parent, ignore_errors=True)
+            rotate_checkpoints(root, self.opts.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
     def record(self, tokens: int = 0, **values: torch.Tensor | float) -> None:

@@ -52,10 +52,16 @@ class TrainOptions:
     cpu_attention: bool = True  # on a CPU: eager attention, not SDPA's flash kernel; pretraining rows packed
     lean_lora: bool = True  # special-token rows trained without the whole embedding matrix; LoRA updates as addmm
     cheap_dropout: bool = True  # on a CPU: LoRA dropout masks from 16-bit draws of a fast generator, not bernoulli
+    # The one switch: False takes PEFT's and transformers' own paths for all four above. Each also runs
+    # only where tests prove it (training.common.fast_path): a CPU, no DeepSpeed, tested versions.
+    fast_paths: bool = True
+    keep_checkpoints: int = 2  # the newest N checkpoints stay (0: all); --save-at-minutes ones always stay
 
     def validate(self) -> None:
         if self.max_steps is None and self.max_time is None:
             raise LlaraError("give --max-steps or --max-time (or both)")
+        if self.keep_checkpoints < 0:
+            raise LlaraError(f"--keep-checkpoints must be 0 (all) or more, got {self.keep_checkpoints}")
         for name in ("lr", "special_lr", "batch_size", "grad_accum", "save_every", "lora_r"):
             if getattr(self, name) <= 0:
                 raise LlaraError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
