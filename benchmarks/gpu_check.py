@@ -3,6 +3,7 @@
 1. Joint EBAE + EBAR pass == two separate passes (losses and gradients) on the device, in fp32 and
    bf16, with SDPA attention and llara's 4D mask, on smollm2 and a padded batch of real text.
 2. Encoding speed: LlaraEncoder in bf16 vs fp32 on the same documents, docs/s and mean cosine.
+3. Gradient checkpointing (LoRA and --full, bf16) gives the step without it: loss and gradients.
 
 Prints one JSON object per check (the shell script collects them into its report). Runs on CPU too
 (`--device cpu`), which is how it is tested where no GPU is lent.
@@ -96,6 +97,45 @@ def encode_check(device: str, docs: int) -> dict:
     }
 
 
+def checkpointing_check(device: str, full: bool) -> dict:
+    """One pretraining step (joint pass) and one contrastive step of smollm2 in bf16, with and without
+    gradient checkpointing: the same loss and gradients (LoRA or --full)."""
+    from llara.modeling.embedder import embed
+    from llara.modeling.loading import load_model
+    from llara.modeling.prompts import PromptBuilder
+    from llara.modeling.recipes import load_recipe
+    from llara.training.common import prepare_model
+    from llara.training.finetune.loss import info_nce
+    from llara.training.pretrain.options import PretrainOptions
+
+    texts = ["dense retrieval with large language models", "a library classifies its books", "what is a query?"]
+    out = {}
+    for checkpointing in (False, True):
+        model, tokenizer = load_model("smollm2")
+        recipe = load_recipe("reference")
+        opts = PretrainOptions(output="unused", max_steps=1, full=full, gradient_checkpointing=checkpointing)
+        model = prepare_model(model, tokenizer, recipe, opts).to(device)
+        prompts = PromptBuilder(tokenizer, recipe)
+        q = prompts.pad(prompts.build(texts, "query", 32))
+        p = prompts.pad(prompts.build(texts[::-1], "passage", 64))
+        q, p = ({k: v.to(device) for k, v in b.items()} for b in (q, p))
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = info_nce(embed(model, q, recipe), embed(model, p, recipe), 0.05)
+        loss.backward()
+        grad = torch.cat([w.grad.double().flatten() for w in model.parameters() if w.grad is not None])
+        out[checkpointing] = (float(loss), grad)
+        del model
+    (l0, g0), (l1, g1) = out[False], out[True]
+    rel = abs(l0 - l1) / max(abs(l0), 1e-9)
+    cosine = float(g0 @ g1 / (g0.norm() * g1.norm()))
+    return {
+        "check": f"gradient checkpointing == none ({'full' if full else 'LoRA'}, bf16, {device})",
+        "loss_rel_diff": rel,
+        "grad_cosine": cosine,
+        "ok": rel < 1e-2 and cosine > 0.99,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -104,6 +144,8 @@ def main() -> None:
     for dtype in (torch.float32, torch.bfloat16):
         print(json.dumps(joint_pass_check(args.device, dtype)), flush=True)
     print(json.dumps(encode_check(args.device, args.docs)), flush=True)
+    for full in (False, True):
+        print(json.dumps(checkpointing_check(args.device, full)), flush=True)
 
 
 if __name__ == "__main__":

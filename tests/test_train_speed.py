@@ -207,3 +207,29 @@ def test_cheap_dropout_replaces_lora_dropout_on_cpu(tiny_model_dir, tmp_path):
     assert drops and all(type(m) is CheapDropout and m.p == 0.1 for m in drops)
     slow, *_ = build(tiny_model_dir, tmp_path, lora_dropout=0.1, cheap_dropout=False)
     assert not any(isinstance(m, CheapDropout) for m in slow.modules())
+
+
+def test_one_switch_turns_every_fast_path_off(tiny_model_dir, tmp_path):
+    from llara.training.speed import CheapDropout
+
+    model, *_ = build(tiny_model_dir, tmp_path, fast_paths=False, lora_dropout=0.1, precision="bf16")
+    assert model.config._attn_implementation == "sdpa"
+    assert not any(getattr(type(m), "_llara_lean", False) or isinstance(m, CheapDropout) for m in model.modules())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # no bf16-held base
+
+
+def test_fast_paths_fail_closed_where_no_test_proves_them(tiny_model_dir, tmp_path, monkeypatch):
+    from llara import compat
+    from llara.testing import make_tiny_model
+    from llara.training.common import fast_path, fast_paths_off
+
+    opts = PretrainOptions(output=tmp_path / "unused", max_steps=1)
+    assert fast_paths_off(opts) is None and fast_path(opts, "lean_lora")
+    ds = PretrainOptions(output=tmp_path / "unused", max_steps=1, deepspeed="configs/ds_zero1.json")
+    assert "DeepSpeed" in fast_paths_off(ds) and not fast_path(ds, "lean_lora")
+    monkeypatch.setattr(compat, "caps", lambda: {"peft": "0.0.1"})  # a PEFT newer than any tested
+    assert "peft" in fast_paths_off(opts) and not fast_path(opts, "cheap_dropout")
+    monkeypatch.undo()
+    gemma2, _ = load_model(make_tiny_model(tmp_path / "gemma2", arch="gemma2"))
+    assert not fast_path(opts, "cpu_attention", gemma2.config)  # soft-capped attention: transformers' own
+    assert fast_path(opts, "cpu_attention", load_model(tiny_model_dir)[0].config)

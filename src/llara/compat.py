@@ -157,6 +157,16 @@ def register_attention(name: str, function: Any) -> None:
     AttentionMaskInterface.register(name, eager_mask)
 
 
+def enable_checkpointing(model: Any) -> None:
+    """Non-reentrant activation (gradient) checkpointing: `activation_checkpointing_enable` where
+    transformers has it (it deprecates the old name), `gradient_checkpointing_enable` before."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 # -------------------------------------------------------------------------------------------- peft
 def get_peft_model(model: Any, config: Any) -> Any:
     """peft.get_peft_model; PEFT reads transformers' deprecated `is_gradient_checkpointing`."""

@@ -156,8 +156,9 @@ def prepare_model(
     if uses_cpu_attention(opts, model.config):
         use_cpu_attention(model)
     if opts.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
+        # Non-reentrant: a checkpointed block needs no input that requires grad (PEFT still hooks the
+        # embeddings to make one, which speed._rows_only_forward takes into account).
+        compat.enable_checkpointing(model)
     if opts.full:
         model.train()
         return model
