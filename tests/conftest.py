@@ -137,3 +137,19 @@ def run_cli(*args: str, timeout: int = 900):
     return subprocess.run(
         [sys.executable, "-m", "llara", *map(str, args)], capture_output=True, text=True, timeout=timeout
     )
+
+
+def failure(stderr: str) -> str:
+    """What a failed (multi-process) run said: every rank's error lines, then the end of its output."""
+    import re
+
+    errors = [line for line in stderr.splitlines() if re.search(r"Error|error:|Abort|terminate", line)]
+    return "\n".join(errors[:40]) + "\n...\n" + stderr[-3000:]
+
+
+def require_deepspeed() -> None:
+    """DeepSpeed is part of the test install; a test that needs it fails (never skips) without it."""
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        pytest.fail('DeepSpeed is part of the test install: pip install -e ".[test]" (or ".[deepspeed]")')

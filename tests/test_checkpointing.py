@@ -44,9 +44,9 @@ def test_pretrain_step_with_checkpointing(tiny_model_dir, tmp_path, full, precis
         model, recipe, joint, passages = build(
             tiny_model_dir, tmp_path, full=full, precision=precision, gradient_checkpointing=checkpointing
         )
-        assert model.is_gradient_checkpointing == checkpointing if full else True
+        assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules()) == checkpointing
         loss, _, _, grads = step(model, recipe, joint, passages, autocast=precision == "bf16")
-        return float(loss), grads
+        return float(loss.detach()), grads
 
     compare(run(False), run(True), TOLERANCE[precision])
 
@@ -76,7 +76,7 @@ def finetune_step(model_dir: Path, tmp_path: Path, full, precision, checkpointin
             loss = info_nce(embed(model, batch["query"], recipe), embed(model, batch["passage"], recipe), 0.05)
             loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-    return float(loss), grads
+    return float(loss.detach()), grads
 
 
 @pytest.mark.parametrize("grad_cache", [False, True], ids=["plain", "gradcache"])

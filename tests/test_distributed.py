@@ -18,18 +18,12 @@ from pathlib import Path
 import pytest
 
 from llara.testing import WORDS
+from tests.conftest import failure, require_deepspeed
 
 ROOT = Path(__file__).resolve().parents[1]
 ZERO1, ZERO3 = str(ROOT / "configs" / "ds_zero1.json"), str(ROOT / "configs" / "ds_zero3_7b.json")
 TOLERANCE = 2e-5  # relative, on each logged loss
 PORTS = iter(range(29641, 29699))
-
-
-def require_deepspeed() -> None:
-    try:
-        import deepspeed  # noqa: F401
-    except ImportError:
-        pytest.fail('DeepSpeed is part of the test install: pip install -e ".[test]" (or ".[deepspeed]")')
 
 
 def llara(args: list, processes: int, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -48,7 +42,7 @@ def llara(args: list, processes: int, cwd: Path, timeout: int = 600) -> subproce
     res = subprocess.run(
         [*launcher, "-m", "llara", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
     )
-    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.returncode == 0, failure(res.stderr)
     assert "find_unused_parameters" not in res.stderr  # DDP's extra graph traversal: nothing is unused
     return res
 

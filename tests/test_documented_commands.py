@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from llara.testing import make_tiny_model
-from tests.conftest import write_arxiv_tagged
+from tests.conftest import failure, require_deepspeed, write_arxiv_tagged
 from tests.test_docs import code_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def run(launcher: list[str], argv: list[str], cwd: Path, processes: int | None =
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run([*prefix, "-m", "llara", *scaled(argv)], capture_output=True, text=True, cwd=cwd, env=env,
                          timeout=600)  # fmt: skip
-    assert res.returncode == 0, f"llara {' '.join(argv)}\n{res.stderr[-4000:]}"
+    assert res.returncode == 0, f"llara {' '.join(argv)}\n{failure(res.stderr)}"
     assert "Traceback" not in res.stderr
     return res
 
@@ -90,13 +90,6 @@ def lay_out(folder: Path, family: str) -> Path:
     shutil.copy(msmarco / "corpus.jsonl", folder / "data" / "wikipedia" / "corpus.jsonl")
     shutil.copytree(msmarco, folder / "data" / "beir" / "scifact")
     return folder
-
-
-def require_deepspeed() -> None:
-    try:
-        import deepspeed  # noqa: F401
-    except ImportError:
-        pytest.fail('DeepSpeed is part of the test install: pip install -e ".[test]" (or ".[deepspeed]")')
 
 
 def test_the_7b_page_is_what_this_test_runs():

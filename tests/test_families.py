@@ -87,3 +87,17 @@ def test_unknown_family_is_refused_in_one_line(tiny_model_dir, tmp_path, model_t
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "model_type" in res.stderr and "Gemma-2" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_chunks_longer_than_a_sliding_window_are_refused(tmp_path):
+    """The joint pass's 4D mask reaches the attention whole: a window (Mistral-7B-v0.1, Gemma) would be
+    silently ignored, so a longer row is refused before training."""
+    from llara.testing import FAMILY_EXTRAS
+
+    assert FAMILY_EXTRAS["gemma3"]["sliding_window"] == 512
+    folder = make_tiny_model(tmp_path / "gemma3", arch="gemma3")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(TEXTS) + "\n")
+    res = run_cli("pretrain", "--model", folder, "--corpus", corpus, "--output", tmp_path / "pt", "--max-steps", "1",
+                  "--chunk-tokens", "600")  # fmt: skip
+    assert res.returncode == 2 and "attention window (512 tokens)" in res.stderr and "Traceback" not in res.stderr

@@ -560,4 +560,7 @@ def finish(
         elif hasattr(trainer.model, DOWNCAST):
             raise ValueError("the base weights were held in bf16: finish() needs `base` to merge into fp32 ones")
         save_final(trainer.model, tokenizer, config, output)
+    # Every rank leaves together: a rank that exits while rank 0 still writes tears down its end of the
+    # process group under a peer that may yet use it (an abort, at random, under torchrun).
+    trainer.accelerator.wait_for_everyone()
     return Path(output)

@@ -107,6 +107,12 @@ def pretrain_trainer(
         half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
         attention_scores=uses_cpu_attention(opts, model.config),
     )
+    window = getattr(model.config, "sliding_window", None)
+    if window and opts.chunk_tokens > window:  # the joint mask is passed whole: no window would apply
+        raise LlaraError(
+            f"--chunk-tokens {opts.chunk_tokens} is longer than {model.config.model_type}'s attention window "
+            f"({window} tokens), which the joint EBAE + EBAR mask does not apply: use at most {window}"
+        )
     model = prepare_model(model, tokenizer, recipe_, opts)
     prompts = PromptBuilder(tokenizer, recipe_)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe_))
