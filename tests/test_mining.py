@@ -26,8 +26,8 @@ def test_strip_title_only_removes_a_leading_copy():
 
 def test_sentence_query_leaves_the_positive():
     doc = {"title": "T", "text": "First sentence is here. Second sentence is there. Third one comes last."}
-    query, positive = make_pair(doc, "sentence", random.Random(0))
-    assert query in doc["text"] and query not in positive and positive.startswith("T ")
+    query, positive, source = make_pair(doc, "sentence", random.Random(0))
+    assert query in doc["text"] and query not in positive and positive.startswith("T ") and source == "sentence"
     assert make_pair({"title": "T", "text": "Only one sentence here."}, "sentence", random.Random(0)) is None
 
 
@@ -68,7 +68,7 @@ def test_pairs_skips_untitled_and_excludes_same_title(tmp_path):
     ]
     corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
     out = tmp_path / "p.jsonl"
-    result = run_cli("pairs", "--corpus", corpus, "--output", out, "--negatives", "3")
+    result = run_cli("pairs", "--corpus", corpus, "--output", out, "--negatives", "3", "--query", "title")
     assert result.returncode == 0, result.stderr
     assert "1 no title" in result.stderr.replace("\n", " ")
     got = {r["doc_id"]: r for r in rows(out)}
@@ -76,6 +76,40 @@ def test_pairs_skips_untitled_and_excludes_same_title(tmp_path):
     assert got["a"]["pos"] == ["Dewey and colon schemes."]
     assert "b" not in got["a"]["neg_ids"] and "a" not in got["b"]["neg_ids"]  # same title: not a negative
     assert "c" in got["a"]["neg_ids"]  # untitled documents still serve as negatives
+
+
+def test_pairs_from_a_corpus_without_titles(tmp_path):
+    """`auto` (the default): a title where there is one, else one sentence against the rest (ICT), else
+    a span of words against the rest; too short for any: left out with a count. A record repeated under
+    another id is never a negative."""
+    long = "Dense retrieval maps texts to vectors. A query is encoded the same way. The nearest ones win."
+    one = "a single long sentence about how library catalogues index books by subject and by author names"
+    docs = [
+        {"_id": "t", "title": "Vector search", "text": "Search over vectors of documents and queries."},
+        {"_id": "s", "title": "", "text": long},
+        {"_id": "s2", "title": "", "text": long},  # the same record again
+        {"_id": "w", "title": "", "text": one},
+        {"_id": "x", "title": "", "text": "query vectors, documents, library"},
+    ]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    out = tmp_path / "p.jsonl"
+    result = run_cli("pairs", "--corpus", corpus, "--output", out, "--negatives", "3")
+    assert result.returncode == 0, result.stderr
+    line = " ".join(result.stderr.split())
+    assert "4 rows (1 title, 2 sentence, 1 span queries)" in line and "1 no title, one sentence" in line, line
+    got = {r["doc_id"]: r for r in rows(out)}
+    assert {d: r["source"] for d, r in got.items()} == {"t": "title", "s": "sentence", "s2": "sentence", "w": "span"}
+    span = got["w"]["query"].split()
+    assert 4 <= len(span) <= 16 and " ".join(span) in one and " ".join(span) not in got["w"]["pos"][0]
+    assert "s2" not in got["s"]["neg_ids"] and "s" not in got["s2"]["neg_ids"]
+    assert "x" in {n for r in got.values() for n in r["neg_ids"]}  # a record too short to query is a negative
+    for mode in ("title", "sentence"):  # one source alone never stops on records that lack it
+        res = run_cli("pairs", "--corpus", corpus, "--output", tmp_path / f"{mode}.jsonl", "--query", mode)
+        assert res.returncode == 0, res.stderr
+    corpus.write_text(json.dumps({"_id": "1", "text": "two words"}) + "\n")
+    bad = run_cli("pairs", "--corpus", corpus, "--output", tmp_path / "none.jsonl")
+    assert bad.returncode == 2 and "no document can give" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_mine_bm25_excludes_positives_and_respects_range(arxiv_subset, tmp_path):

@@ -205,21 +205,32 @@ def mine(
 
 
 class PairQuery(StrEnum):
+    auto = "auto"
     title = "title"
     sentence = "sentence"
+    span = "span"
 
 
 def pairs(
     corpus: Annotated[Path, typer.Option(help="corpus.jsonl (BEIR: _id, title, text); no labels needed")],
     output: Annotated[Path, typer.Option(help="JSONL training file to write")],
-    query: Annotated[PairQuery, typer.Option(help="the query: the title or one sentence")] = PairQuery.title,
+    query: Annotated[
+        PairQuery,
+        typer.Option(
+            help="the query: the title, one sentence (the rest of the text is the positive), a span of 4-16 "
+            "words (likewise), or auto: the first of these each document can give"
+        ),
+    ] = PairQuery.auto,
     negatives: Annotated[int, typer.Option(help="BM25 hard negatives per query")] = 15,
     range_: Annotated[str, typer.Option("--range", help="BM25 ranked positions start-end to sample from")] = "0-50",
     seed: Seed = 42,
 ) -> None:
-    """Weak supervision from an unlabeled corpus: (title -> its text) pairs with BM25 hard negatives."""
+    """Weak supervision from an unlabeled corpus: (title, sentence or span -> its text) pairs with BM25 hard
+    negatives."""
     from llara.training.mining import pairs as run_pairs
 
     s = run_pairs(corpus, output, query.value, negatives, range_, seed)
-    skipped = ", ".join(f"{n} {why}" for why, n in s.skipped.items()) or "none"
-    console.print(f"wrote {output}: {s.rows} rows, {s.negatives} negatives; skipped documents: {skipped}")
+    sources = ", ".join(f"{n} {source}" for source, n in s.sources.items())
+    skipped = "; skipped documents: " + ", ".join(f"{n} {why}" for why, n in s.skipped.items()) if s.skipped else ""
+    line = f"wrote {output}: {s.rows} rows ({sources} queries), {s.negatives} negatives{skipped}"
+    console.print(line, soft_wrap=True)

@@ -43,6 +43,7 @@ class MineSummary:
     negatives: int = 0
     short: int = 0  # rows with fewer negatives than asked (small corpus or narrow range)
     skipped: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)  # `llara pairs`: rows per query source
 
 
 # ---------------------------------------------------------------------------------------- mine
@@ -134,24 +135,53 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in SENTENCE.split(text) if len(s.split()) >= 4]
 
 
-def make_pair(doc: dict[str, str], query_mode: str, rng: random.Random) -> tuple[str, str] | None:
-    """(query, positive) of one document, or None if it cannot give one."""
+PAIR_SOURCES = ("title", "sentence", "span")  # what `--query auto` tries for each document, in order
+SPAN_WORDS = (4, 16)  # a span query's length in words; its document needs 3x the shortest
+
+
+def make_pair(doc: dict[str, str], query_mode: str, rng: random.Random) -> tuple[str, str, str] | None:
+    """(query, positive, source) of one document, or None if it cannot give one. Sources: `title`
+    (title -> text), `sentence` (one sentence -> the rest of its text, the Inverse Cloze Task), `span`
+    (a few consecutive words -> the rest of the text, for records of one sentence); `auto` takes the
+    first of them the document can give."""
+    if query_mode == "auto":
+        for source in PAIR_SOURCES:
+            pair = make_pair(doc, source, rng)
+            if pair is not None:
+                return pair
+        return None
     title = (doc.get("title") or "").strip()
     text = strip_title(title, doc.get("text") or "")
     if query_mode == "title":
-        return (title, text) if title and text else None
-    sentences = split_sentences(text)
-    if len(sentences) < 2:
+        return (title, text, "title") if title and text else None
+    if query_mode == "sentence":
+        sentences = split_sentences(text)
+        if len(sentences) < 2:
+            return None
+        i = rng.randrange(len(sentences))
+        rest = " ".join(sentences[:i] + sentences[i + 1 :])  # the sentence itself leaves the positive
+        return sentences[i], format_document({"title": title, "text": rest}), "sentence"
+    words = text.split()
+    if len(words) < 3 * SPAN_WORDS[0]:
         return None
-    i = rng.randrange(len(sentences))
-    rest = " ".join(sentences[:i] + sentences[i + 1 :])  # the sentence itself leaves the positive
-    return sentences[i], format_document({"title": title, "text": rest})
+    n = rng.randint(SPAN_WORDS[0], min(SPAN_WORDS[1], len(words) // 3))
+    i = rng.randrange(len(words) - n + 1)
+    rest = " ".join(words[:i] + words[i + n :])
+    return " ".join(words[i : i + n]), format_document({"title": title, "text": rest}), "span"
+
+
+SKIP_REASON = {
+    "title": "no title",
+    "sentence": "fewer than 2 sentences",
+    "span": f"fewer than {3 * SPAN_WORDS[0]} words",
+    "auto": f"no title, one sentence, fewer than {3 * SPAN_WORDS[0]} words",
+}
 
 
 def pairs(
     corpus_path: str | Path,
     output: str | Path,
-    query_mode: str = "title",
+    query_mode: str = "auto",
     negatives: int = 15,
     rank_range: str = "0-50",
     seed: int = 42,
@@ -160,41 +190,47 @@ def pairs(
     from llara.data.beir import read_corpus
     from llara.retrieval.bm25 import BM25
 
-    if query_mode not in ("title", "sentence"):
-        raise LlaraError(f"--query must be 'title' or 'sentence', got {query_mode!r}")
+    if query_mode not in ("auto", *PAIR_SOURCES):
+        raise LlaraError(f"--query must be auto, {', '.join(PAIR_SOURCES)}; got {query_mode!r}")
     lo, hi = parse_range(rank_range)
     corpus = read_corpus(corpus_path, keep_empty=False)  # an empty document is no query, positive or negative
     rng = random.Random(seed)
     summary = MineSummary()
-    made: dict[str, tuple[str, str]] = {}
+    made: dict[str, tuple[str, str, str]] = {}
     for doc_id, doc in corpus.items():
         pair = make_pair(doc, query_mode, rng)
         if pair is None:
-            reason = "no title" if query_mode == "title" and not doc["title"].strip() else "no usable text"
-            if query_mode == "sentence":
-                reason = "fewer than 2 sentences"
+            reason = SKIP_REASON[query_mode]
             summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
         else:
             made[doc_id] = pair
+            summary.sources[pair[2]] = summary.sources.get(pair[2], 0) + 1
     if not made:
-        raise LlaraError(f"no document can give a ({query_mode}, text) pair", corpus_path)
-    # Negatives take the positives' form (title-stripped text for title queries, title + text for
-    # sentence queries), so the model cannot tell a positive from a negative by whether it has a title.
-    if query_mode == "title":
-        texts = {d: strip_title(doc["title"], doc["text"]) for d, doc in corpus.items()}
-    else:
-        texts = {d: format_document(doc) for d, doc in corpus.items()}
+        raise LlaraError(f"no document can give a ({query_mode}, text) pair: {SKIP_REASON[query_mode]}", corpus_path)
+    # Negatives take their row's positive form (title-stripped text for title queries, title + text for
+    # the others), so the model cannot tell a positive from a negative by whether it has a title.
+    forms = {
+        "title": {d: strip_title(doc["title"], doc["text"]) for d, doc in corpus.items()},
+        "text": {d: format_document(doc) for d, doc in corpus.items()},
+    }
+    texts = forms["title" if query_mode == "title" else "text"]  # what BM25 ranks
     doc_ids = [d for d in corpus if texts[d]]
     bm25 = BM25(doc_ids, [texts[d] for d in doc_ids])
     qids = list(made)
     run = bm25.search(qids, [made[d][0] for d in qids], k=min(hi + 1, len(doc_ids)))
     titles = {d: _norm(doc["title"]) for d, doc in corpus.items()}
+    same_text = {d: _norm(forms["text"][d]) for d in corpus}  # real corpora repeat records under other ids
     rows = []
     for doc_id in qids:
-        query, positive = made[doc_id]
+        query, positive, source = made[doc_id]
+        form = forms["title" if source == "title" else "text"]
         same = titles[doc_id]
-        # Never the document itself, nor a document with the same title (a duplicate is no negative).
-        candidates = [d for d in ranked(run.get(doc_id, {})) if d != doc_id and not (same and titles[d] == same)]
+        # Never the document itself, nor one with the same title or text (a duplicate is no negative).
+        candidates = [
+            d
+            for d in ranked(run.get(doc_id, {}))
+            if d != doc_id and not (same and titles[d] == same) and same_text[d] != same_text[doc_id] and form[d]
+        ]
         neg_ids = sample_negatives(candidates[lo:hi], negatives, rng)
         summary.short += len(neg_ids) < negatives
         summary.negatives += len(neg_ids)
@@ -202,8 +238,9 @@ def pairs(
             {
                 "query": query,
                 "pos": [positive],
-                "neg": [texts[d] for d in neg_ids],
+                "neg": [form[d] for d in neg_ids],
                 "doc_id": doc_id,
+                "source": source,
                 "neg_ids": neg_ids,
             }
         )
