@@ -233,3 +233,15 @@ def test_fast_paths_fail_closed_where_no_test_proves_them(tiny_model_dir, tmp_pa
     gemma2, _ = load_model(make_tiny_model(tmp_path / "gemma2", arch="gemma2"))
     assert not fast_path(opts, "cpu_attention", gemma2.config)  # soft-capped attention: transformers' own
     assert fast_path(opts, "cpu_attention", load_model(tiny_model_dir)[0].config)
+
+
+def test_lean_lora_leaves_a_layer_whose_peft_internals_moved_to_peft(tiny_model_dir, tmp_path, monkeypatch):
+    from llara import compat
+    from llara.training.speed import lean_lora
+
+    model, *_ = build(tiny_model_dir, tmp_path, lean_lora=False)
+    monkeypatch.setitem(compat.PEFT_INTERNALS, "lora_linear", (*compat.PEFT_INTERNALS["lora_linear"], "renamed_attr"))
+    swapped = lean_lora(model)
+    tokens = sum(compat.is_trainable_tokens_layer(m) for m in model.modules())  # embedding and tied LM head
+    assert swapped == tokens == 2  # the special-token rows only: no LoRA linear layer was swapped
+    assert not any(getattr(type(m), "_llara_lean", False) for m in model.modules() if compat.is_lora_linear(m))

@@ -197,6 +197,24 @@ def is_lora_linear(module: Any) -> bool:
     return isinstance(module, Linear)
 
 
+# The PEFT internals training.speed reads, per layer kind, as in the PEFT releases of pyproject.toml's
+# range (the tests run at both ends). A layer missing any of them is left to PEFT's own forward.
+PEFT_INTERNALS = {
+    "trainable_tokens": (
+        "base_layer", "disable_adapters", "merged", "trainable_tokens_delta", "token_indices", "forward_adapters",
+    ),
+    "lora_linear": (
+        "base_layer", "active_adapters", "disable_adapters", "merged", "lora_A", "lora_B", "lora_dropout",
+        "lora_variant", "scaling", "fan_in_fan_out", "_cast_input_dtype", "cast_input_dtype_enabled",
+    ),
+}  # fmt: skip
+
+
+def missing_peft_internals(module: Any, kind: str) -> list[str]:
+    """Which of PEFT_INTERNALS[kind] this layer lacks (an untested PEFT release moved them)."""
+    return [name for name in PEFT_INTERNALS[kind] if not hasattr(module, name)]
+
+
 def merge_and_unload(model: Any) -> Any:
     with quiet(r"`is_gradient_checkpointing` is deprecated"):
         return model.merge_and_unload()

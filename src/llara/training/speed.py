@@ -140,13 +140,23 @@ def lean_lora(model: nn.Module) -> int:
         if getattr(cls, "_llara_lean", False):
             continue
         if compat.is_trainable_tokens_layer(module):
-            module.__class__ = _lean_class(cls, "forward_adapters", _rows_only_forward)
-        elif compat.is_lora_linear(module) and isinstance(module.base_layer, nn.Linear):
-            module.__class__ = _lean_class(cls, "forward", _fused_lora_forward)
+            kind, method, function = "trainable_tokens", "forward_adapters", _rows_only_forward
+        elif compat.is_lora_linear(module):
+            kind, method, function = "lora_linear", "forward", _fused_lora_forward
         else:
             continue
+        missing = compat.missing_peft_internals(module, kind)
+        if missing or (kind == "lora_linear" and not isinstance(module.base_layer, nn.Linear)):
+            if missing and not _WARNED.get(kind):  # fail closed: PEFT's own forward, said once
+                _WARNED[kind] = True
+                log.warning("this PEFT has no %s on %s: PEFT's own forward is used", ", ".join(missing), cls.__name__)
+            continue
+        module.__class__ = _lean_class(cls, method, function)
         swapped += 1
     return swapped
+
+
+_WARNED: dict[str, bool] = {}
 
 
 _PARENT: dict[type, type] = {}
