@@ -101,3 +101,19 @@ def test_chunks_longer_than_a_sliding_window_are_refused(tmp_path):
     res = run_cli("pretrain", "--model", folder, "--corpus", corpus, "--output", tmp_path / "pt", "--max-steps", "1",
                   "--chunk-tokens", "600")  # fmt: skip
     assert res.returncode == 2 and "attention window (512 tokens)" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_lora_targets_follow_fused_projections(tmp_path):
+    """Phi-3 fuses q/k/v and gate/up: the default targets adapt those, where PEFT alone would have
+    adapted o and down only, silently; a name no layer has is an error."""
+    from llara.errors import LlaraError
+    from llara.modeling.loading import load_model
+    from llara.training.common import lora_target_modules
+    from llara.training.options import LORA_SHORT
+
+    phi3, _ = load_model(make_tiny_model(tmp_path / "phi3", arch="phi3"))
+    assert lora_target_modules(list(LORA_SHORT), phi3) == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    llama, _ = load_model(make_tiny_model(tmp_path / "llama", arch="llama"))
+    assert lora_target_modules(list(LORA_SHORT), llama) == [f"{t}_proj" for t in LORA_SHORT]
+    with pytest.raises(LlaraError, match="no linear layer 'w_in'"):
+        lora_target_modules(["q", "w_in"], llama)
