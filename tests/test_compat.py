@@ -18,7 +18,7 @@ def test_pyproject_floors_are_the_pinned_floors():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {}
     for req in [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]:
-        name, version = re.match(r"([A-Za-z0-9_\-]+)>=([0-9.]+)(;.*)?$", req).groups()[:2]
+        name, version = re.match(r"([A-Za-z0-9_\-]+)>=([0-9.]+)(,<[0-9.]+)?(;.*)?$", req).groups()[:2]
         declared[name.lower()] = version
     pinned = {}
     for line in (ROOT / "constraints" / "floors.txt").read_text().splitlines():
@@ -26,6 +26,14 @@ def test_pyproject_floors_are_the_pinned_floors():
             name, version = line.split("==")
             pinned[name.strip().lower()] = version.strip()
     assert declared == pinned
+
+
+def test_capped_ranges_are_read_from_the_metadata():
+    """The metadata writes a capped range cap first ("transformers<5.26,>=5.10.4"): floor and cap are
+    both read (the tests run from an installed llara: README's test command installs it)."""
+    assert {"torch", "transformers", "peft", "accelerate"} <= compat.floors().keys()
+    assert {"transformers", "peft", "accelerate"} <= compat.caps().keys()
+    assert compat.untested_training_versions() is None  # what the tests run is inside the range
 
 
 def test_too_old_a_dependency_is_named(monkeypatch):

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from llara import compat
 from llara.modeling.loading import load_model
 from llara.modeling.prompts import PromptBuilder, add_special_tokens
 from llara.modeling.recipes import load_recipe
@@ -76,13 +77,13 @@ def test_joint_pass_equals_two_passes(tiny_model_dir, recipe):
 
 
 def ebar_logits(model, batch):
-    out = model(
+    return compat.logits_at(
+        model,
+        batch["ebar_special"],
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         position_ids=batch["position_ids"],
-        logits_to_keep=batch["ebar_special"],
     )
-    return out.logits
 
 
 def test_mask_and_positions_matter(tiny_model_dir):

@@ -111,6 +111,19 @@ def cpu_runs_bf16() -> bool:
         return False
 
 
+@cache
+def cpu_ranks_restore_checkpoints() -> None:
+    """transformers before 5.20 resumes a multi-process run with `torch.load(map_location=args.device)`,
+    which for CPU ranks is "cpu:0", a location torch has no deserializer for. Register one (after
+    torch's own, a public torch API) that reads "cpu:N" as the CPU. Once per process."""
+    import torch.serialization
+
+    def cpu_n(storage: Any, location: str) -> Any:
+        return storage.cpu() if location.startswith("cpu:") else None
+
+    torch.serialization.register_package(99, lambda storage: None, cpu_n)
+
+
 # ----------------------------------------------------------------------------------- transformers
 def known_model_types() -> Any:
     """The model types transformers has built in (config.json "model_type")."""
@@ -145,6 +158,32 @@ def optimizer_cls_and_kwargs(args: Any, model: Any) -> tuple[type, dict]:
     from transformers import Trainer
 
     return _internal(Trainer, "get_optimizer_cls_and_kwargs", "transformers")(args, model)
+
+
+@cache
+def _takes_boolean_logits_to_keep() -> bool:
+    """transformers >= 5.21 slices the hidden states by a boolean [B, L] `logits_to_keep`
+    (modeling_utils.slice_logits_to_keep); older releases take only an int or 1D positions."""
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
+
+
+def logits_at(model: Any, keep: Any, **inputs: Any) -> Any:
+    """`model(**inputs).logits` at the True places of the boolean [B, L] `keep`, flattened row-major
+    to [n_kept, V]; only those rows go through the LM head. transformers >= 5.21 does it itself (a
+    boolean `logits_to_keep`); on older releases a forward pre-hook on the output embeddings picks
+    the rows out of the [B, L, H] hidden states it is given."""
+    if _takes_boolean_logits_to_keep():
+        return model(**inputs, logits_to_keep=keep).logits
+    inner = model
+    while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "module"):
+        inner = inner.module  # DDP
+    handle = inner.get_output_embeddings().register_forward_pre_hook(lambda _, args: (args[0][keep], *args[1:]))
+    try:
+        return model(**inputs).logits
+    finally:
+        handle.remove()
 
 
 def register_attention(name: str, function: Any) -> None:

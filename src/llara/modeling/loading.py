@@ -68,7 +68,9 @@ def convert_gguf(gguf: Path, force: bool = False) -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses a model that still claims to be GGUF-quantised; the weights are fp32 now.
-    model.config.quantization_config = None
+    # Deleted, not set to None: transformers 5.10 reads a null "quantization_config" back as a quantizer.
+    if "quantization_config" in vars(model.config):
+        del model.config.quantization_config
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     if hasattr(model.config, "_pre_quantization_dtype"):

@@ -282,6 +282,7 @@ def resume_checkpoint(opts: TrainOptions) -> str | None:
             log.warning("--resume: no checkpoint in %s yet; starting from the beginning", folder)
             return None
         log.info("resuming from %s", last)
+        compat.cpu_ranks_restore_checkpoints()
         return last
     if last is not None:
         raise LlaraError("checkpoints of an earlier run exist; pass --resume or delete them", folder)

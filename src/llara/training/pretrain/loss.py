@@ -7,9 +7,9 @@ have a target (a document's last chunk has no EBAR target) and divided by 10, as
 does; bow = (EBAE + EBAR) / 2, or the one task a batch has targets for; total = LM + bow.
 
 Only the positions that need them go through the LM head (HF's `logits_to_keep` with a boolean
-mask): the pooled ones, and the passage tokens when the LM loss is on. A packed batch (its real
-tokens in one row, `PretrainCollator(pack=True)`) gives the same losses: the pooled positions come
-in the same order, example by example.
+mask, `compat.logits_at`): the pooled ones, and the passage tokens when the LM loss is on. A packed
+batch (its real tokens in one row, `PretrainCollator(pack=True)`) gives the same losses: the pooled
+positions come in the same order, example by example.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PretrainedConfig
 
+from llara import compat
 from llara.errors import LlaraError
 
 BOW_SCALE = 0.1  # the reference code divides each bag-of-words loss by 10
@@ -60,15 +61,15 @@ def task_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[
     for t in tasks:
         keep |= batch[f"{t}_special"]
     packing = {"slots": batch["slots"]} if "slots" in batch else {}  # read by training.speed.cpu_attention
-    out = model(
+    logits = compat.logits_at(  # flattened, row-major [n_kept, V]
+        model,
+        keep,
         input_ids=batch["input_ids"],
         attention_mask=joint_mask_for(model, batch["attention_mask"]),
         position_ids=batch["position_ids"],
-        logits_to_keep=keep,  # boolean [B, L]: logits come back flattened, row-major [n_kept, V]
         use_cache=False,
         **packing,
     )
-    logits = out.logits
     slot = (keep.flatten().cumsum(0) - 1).view_as(keep)  # row of `logits` for each kept position
     losses: dict[str, torch.Tensor] = {}
     for t in tasks:
