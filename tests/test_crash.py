@@ -190,4 +190,8 @@ def test_encode_killed_at_random_moments_resumes_to_identical_embeddings(tiny_mo
         got = open_embeddings(out)
         assert got.ids() == reference.ids()
         for a, b in zip(got.arrays(), reference.arrays(), strict=True):
-            assert np.array_equal(a, b), (seed, delay)
+            # The same chunks with the same rows: equal to float rounding. Bit for bit held in most runs,
+            # but a CPU's fp32 matmul is not bitwise reproducible across processes (its kernels block by
+            # memory alignment): one CI run differed in the last bits. A lost, repeated or misplaced row
+            # differs by ~0.1.
+            assert np.abs(a - b).max() <= 1e-5, (seed, delay, float(np.abs(a - b).max()))
