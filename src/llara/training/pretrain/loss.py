@@ -20,6 +20,7 @@ from transformers import PretrainedConfig
 
 from llara import compat
 from llara.errors import LlaraError
+from llara.training.speed import CPU_ATTENTION
 
 BOW_SCALE = 0.1  # the reference code divides each bag-of-words loss by 10
 
@@ -42,7 +43,7 @@ def joint_mask_for(model: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor:
     while not isinstance(getattr(model, "config", None), PretrainedConfig) and hasattr(model, "module"):
         model = model.module  # DDP, a DeepSpeed engine (whose `config` is its own dict)
     implementation = model.config._attn_implementation
-    if mask.dtype != torch.bool or mask.dim() != 4 or implementation in ("sdpa", "llara_cpu"):
+    if mask.dtype != torch.bool or mask.dim() != 4 or implementation in ("sdpa", CPU_ATTENTION):
         return mask
     if implementation == "eager":
         return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
