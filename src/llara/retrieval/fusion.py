@@ -16,8 +16,7 @@ the same RRF scores and the same min-max fusion (except that it maps a query's a
 to JIT-compile its first fusion (7 s with a warm cache) on a 2-core CPU.
 
 Ranks follow the TREC file order (score descending, then document id), so fusing runs in memory
-ranks as fusing their run.trec files would, except where two scores differ only beyond the file's
-6 decimals (then the file ties them and orders them by id).
+ranks as fusing their run.trec files would (the files keep scores exactly).
 """
 
 from __future__ import annotations

@@ -11,11 +11,14 @@ Run = dict[str, dict[str, float]]  # query id -> doc id -> score
 
 
 def write_trec_run(path: str | Path, run: Run, tag: str = "llara") -> None:
+    """Scores written exactly (shortest round-trip form), so the file ranks and scores as the run in
+    memory did: rounding to a fixed number of decimals ties near-equal scores, which the file then
+    orders by id, and a metric read back from the file drifts from the one computed in memory."""
     with atomic_write(path) as f:
         for qid, scores in run.items():
             ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
             for rank, (doc_id, score) in enumerate(ranked, start=1):
-                f.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+                f.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
 
 
 def read_trec_run(path: str | Path) -> Run:
