@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("llara.inference",),
     ("llara.retrieval",),
     ("llara.training",),
-    ("llara.evaluation", "llara.comparison"),
+    ("llara.scoring", "llara.calibration", "llara.evaluation", "llara.comparison"),
     ("llara.integrations", "llara.serving", "llara.reporting", "llara.st_module"),
     ("llara.experiments",),
     ("llara.cli", "llara.__main__", "llara"),  # the package root re-exports LlaraEncoder (lazily)

@@ -44,6 +44,15 @@ def test_rrf_ranks_ties_by_document_id_like_the_trec_file():
     assert fused["q"] == {"a": 1 / 61, "b": 1 / 62}
 
 
+def test_weighted_rrf_by_hand_and_its_ends():
+    fused = reciprocal_rank_fusion([A, B], k=60, weights=[0.25, 0.75])
+    assert fused["q1"] == pytest.approx({"d3": 0.25 / 63 + 0.75 / 61, "d2": 1 / 62, "d1": 0.25 / 61, "d4": 0.75 / 63})
+    # equal weights rank as plain RRF; weight 0 is BM25 alone (dense-only documents after it); 1 is dense alone
+    assert order(fuse(A, B, Fusion("rrf", 0.5))["q1"]) == order(fuse(A, B, Fusion("rrf"))["q1"])
+    assert order(fuse(A, B, Fusion("rrf", 0.0))["q1"])[:3] == order(A["q1"])
+    assert order(fuse(A, B, Fusion("rrf", 1.0))["q1"])[:3] == order(B["q1"])
+
+
 def test_score_fusion_min_max_weighted_sum_by_hand():
     assert min_max({"x": 2.0, "y": 4.0, "z": 3.0}) == {"x": 0.0, "y": 1.0, "z": 0.5}
     assert min_max({"only": 7.0}) == {"only": 1.0}  # a one-hit list: its hit is its best
@@ -57,8 +66,10 @@ def test_score_fusion_min_max_weighted_sum_by_hand():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"method": "rrf", "weight": 0.3}, "RRF has no weight"),
-        ({"method": "rrf", "tune_on": "dev"}, "RRF has no weight"),
+        ({"method": "rrf", "tune_on": "dev"}, "--tune-on picks a --fusion score weight"),
+        ({"method": "auto", "tune_on": "dev"}, "--tune-on picks a --fusion score weight"),
+        ({"method": "auto", "weight": 0.3}, "for your own weight use"),
+        ({"method": "rrf", "weight": -0.1}, "between 0 and 1"),
         ({"method": "score", "weight": 0.3, "tune_on": "dev"}, "not both"),
         ({"method": "score", "weight": 1.5}, "between 0 and 1"),
         ({"method": "borda"}, "unknown fusion"),
@@ -72,8 +83,11 @@ def test_fusion_settings_are_checked(kwargs, message):
 def test_fusion_defaults_and_options():
     assert Fusion("score").to_dict() == {"method": "score", "weight": 0.5, "tune_on": None, "weight_source": "default"}
     assert Fusion("score", 0.2).weight_source == "--fusion-weight"
-    assert Fusion().to_dict() == {"method": "rrf", "rrf_k": 60}
-    assert fusion_options("hybrid").method == "rrf"
+    assert Fusion("rrf").to_dict() == {"method": "rrf", "weight": None, "rrf_k": 60}
+    assert Fusion("rrf", 0.3).describe() == "weighted RRF (k=60), dense weight 0.3 (--fusion-weight)"
+    assert Fusion().method == fusion_options("hybrid").method == "auto"
+    with pytest.raises(ValueError, match="set the weight first"):
+        fuse(A, B, Fusion())
     assert fusion_options("dense") is None
     with pytest.raises(LlaraError, match="only apply to --method hybrid"):
         fusion_options("dense", "score")
@@ -145,8 +159,8 @@ def test_tuning_uses_only_the_tuning_split(small_beir):
 
 def test_hybrid_run_is_the_fusion_of_the_bm25_and_dense_runs(small_beir):
     data = load_beir(small_beir)
-    hybrid = evaluate_hybrid(BagOfWords(), data, Fusion(), k=20, show_progress_bar=False)
-    expected = fuse(evaluate_bm25(data, 20).run, evaluate_dense(BagOfWords(), data, 20).run, Fusion(), 20)
+    hybrid = evaluate_hybrid(BagOfWords(), data, Fusion("rrf"), k=20, show_progress_bar=False)
+    expected = fuse(evaluate_bm25(data, 20).run, evaluate_dense(BagOfWords(), data, 20).run, Fusion("rrf"), 20)
     assert {q: order(r) for q, r in hybrid.run.items()} == {q: order(r) for q, r in expected.items()}
     assert set(hybrid.per_query) == set(data.qrels)
     assert hybrid.metrics["nDCG@10"] == pytest.approx(np.mean([v["nDCG@10"] for v in hybrid.per_query.values()]))
@@ -197,15 +211,24 @@ def test_search_hybrid_and_bm25_with_corpus(tiny_model_dir, small_beir, tmp_path
     ):
         assert cli.invoke(app, args).exit_code == 0
     runs = {}
-    for method in ("dense", "bm25", "hybrid"):
+    said = {}
+    for method, fusion in (("dense", ()), ("bm25", ()), ("hybrid", ("--fusion", "rrf")), ("auto", ())):
         out = tmp_path / f"{method}.trec"
-        args = ["search", *common, "--method", method, "--queries", queries, "--output", str(out), "--top-k", "20"]
+        args = ["search", *common, "--method", method.replace("auto", "hybrid"), "--queries", queries]
+        args += ["--output", str(out), "--top-k", "20", *fusion]
         args += ["--index", str(tmp_path / "idx")] * (method != "bm25") + ["--corpus", corpus] * (method != "dense")
         res = cli.invoke(app, args)
         assert res.exit_code == 0, res.output
+        said[method] = res.output
         runs[method] = read_trec_run(out)
         assert len(runs[method]) == 12
-    expected = fuse(runs["bm25"], runs["dense"], Fusion(), 20)
+    expected = fuse(runs["bm25"], runs["dense"], Fusion("rrf"), 20)
     assert {q: order(r) for q, r in runs["hybrid"].items()} == {q: order(r) for q, r in expected.items()}
+    # the default hybrid says the weight it chose on weak pairs, with the numbers, and fuses with it
+    line = next(x for x in said["auto"].splitlines() if x.startswith("fusion: "))
+    assert "held-out weak pairs of the corpus nDCG@10 was BM25" in line, said["auto"]
+    weight = 0.0 if "BM25 alone" in line else float(line.split("dense weight ")[1].split(":")[0])
+    expected = fuse(runs["bm25"], runs["dense"], Fusion("rrf", weight), 20)
+    assert {q: order(r)[:10] for q, r in runs["auto"].items()} == {q: order(r)[:10] for q, r in expected.items()}
     res = cli.invoke(app, ["search", "--method", "bm25", "--queries", queries, "--output", str(tmp_path / "x.trec")])
     assert isinstance(res.exception, LlaraError) and "bm25 takes --corpus" in str(res.exception)

@@ -7,9 +7,10 @@ import random
 
 import pytest
 
+from llara.data.weak_pairs import make_pair, strip_title
 from llara.errors import LlaraError
 from llara.training.finetune.data import read_train_file
-from llara.training.mining import make_pair, mine, pairs, parse_range, strip_title
+from llara.training.mining import mine, pairs, parse_range
 from tests.conftest import run_cli
 
 

@@ -127,8 +127,8 @@ def compare_runs(
     """Score each run, compare each with the baseline (default: the first run); the result is what
     `llara compare --output` writes as JSON."""
     from llara.data.beir import read_qrels
-    from llara.evaluation import per_query_scores
     from llara.retrieval.runs import read_trec_run
+    from llara.scoring import per_query_scores
 
     paths = [Path(r) for r in runs]
     if baseline is not None:

@@ -1,7 +1,6 @@
 """The evaluation harness: retrieve for every judged query, score with ir-measures (pytrec_eval).
 
-No metric is hand-written here: ir-measures computes each query's value, and a judged query that
-retrieved nothing counts as 0 (as `trec_eval -c` does) rather than silently leaving the mean.
+Metrics come from ir-measures through llara.scoring.
 """
 
 from __future__ import annotations
@@ -11,11 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import ir_measures
-
 from llara.data.beir import BeirDataset
 from llara.errors import LlaraError
 from llara.retrieval.runs import Run
+from llara.scoring import mean_scores, per_query_scores, score_run
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,28 +21,6 @@ if TYPE_CHECKING:
     from llara.retrieval.fusion import Fusion
 
 log = logging.getLogger(__name__)
-DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000")
-
-
-def per_query_scores(
-    run: Run, qrels: dict[str, dict[str, int]], measures=DEFAULT_MEASURES
-) -> dict[str, dict[str, float]]:
-    """query id -> measure -> value for every judged query; a query the run lacks scores 0 (trec_eval -c)."""
-    parsed = [ir_measures.parse_measure(m) for m in measures]
-    scores = {q: {str(m): 0.0 for m in parsed} for q in qrels}
-    for result in ir_measures.iter_calc(parsed, qrels, {q: r for q, r in run.items() if q in qrels}):
-        scores[result.query_id][str(result.measure)] = result.value
-    return scores
-
-
-def mean_scores(per_query: dict[str, dict[str, float]], measures=DEFAULT_MEASURES) -> dict[str, float]:
-    names = [str(ir_measures.parse_measure(m)) for m in measures]
-    return {m: sum(v[m] for v in per_query.values()) / len(per_query) for m in names}
-
-
-def score_run(run: Run, qrels: dict[str, dict[str, int]], measures=DEFAULT_MEASURES) -> dict[str, float]:
-    """Mean of each measure over all judged queries."""
-    return mean_scores(per_query_scores(run, qrels, measures), measures)
 
 
 @dataclass
@@ -108,11 +84,14 @@ def evaluate_hybrid(
     show_progress_bar: bool = True,
     max_tokens_per_batch: int | None = None,
 ) -> Evaluation:
-    """BM25 and dense runs fused (llara.retrieval.fusion.Fusion). With `tune` (another split of the
-    same dataset) the score-fusion weight is picked on its judgements, never on `data`'s, and set
-    on `fusion`."""
+    """BM25 and dense runs fused (llara.retrieval.fusion.Fusion). `--fusion auto` picks its weight on
+    held-out weak pairs of the corpus (llara.calibration), no judgements read. With `tune` (another
+    split of the same dataset) the score-fusion weight is picked on its judgements, never on `data`'s.
+    The chosen weight is set on `fusion`."""
     from dataclasses import replace
 
+    from llara.calibration import choose_fusion
+    from llara.retrieval.dense import exact_search
     from llara.retrieval.fusion import fuse
 
     if (tune is None) != (fusion.tune_on is None) or (tune is not None and tune.split == data.split):
@@ -121,14 +100,21 @@ def evaluate_hybrid(
     # one BM25 index and one corpus encoding serve the evaluated and the tuning queries alike
     pool = replace(data, queries={**data.queries, **(tune.queries if tune else {})})
     sparse = evaluate_bm25(pool, k)
-    dense = evaluate_dense(encoder, pool, k, batch_size, show_progress_bar, max_tokens_per_batch)
+    dense_run, dense_timings, encoded = exact_search(
+        encoder, pool.corpus, pool.queries, k, batch_size, show_progress_bar, max_tokens_per_batch
+    )
 
     def only(run: Run, queries: dict[str, str]) -> Run:
         return {q: run.get(q, {}) for q in queries}
 
     info: dict = {}
+    t0 = time.perf_counter()
+    if fusion.method == "auto":
+        chosen = choose_fusion(data.corpus, encoder, encoded.search, encoded.doc_ids, batch_size=batch_size)
+        for name in ("method", "weight", "weight_source", "evidence"):
+            setattr(fusion, name, getattr(chosen, name))
     if tune is not None:
-        tune_bm25, tune_dense = only(sparse.run, tune.queries), only(dense.run, tune.queries)
+        tune_bm25, tune_dense = only(sparse.run, tune.queries), only(dense_run, tune.queries)
         fusion.weight, grid = tune_weight(tune_bm25, tune_dense, tune.qrels, k=k)
         fusion.weight_source = f"tuned on qrels/{tune.split}.tsv"
         info["tuning"] = {
@@ -146,12 +132,13 @@ def evaluate_hybrid(
                 len(data.queries),
                 tune.split,
             )
+    choose_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run = fuse(only(sparse.run, data.queries), only(dense.run, data.queries), fusion, k)
-    timings = {f"bm25_{n}": v for n, v in sparse.timings.items()} | dense.timings
-    result = _scored(run, data.qrels, timings | {"fuse_s": time.perf_counter() - t0})
+    run = fuse(only(sparse.run, data.queries), only(dense_run, data.queries), fusion, k)
+    timings = {f"bm25_{n}": v for n, v in sparse.timings.items()} | dense_timings
+    result = _scored(run, data.qrels, timings | {"choose_fusion_s": choose_s, "fuse_s": time.perf_counter() - t0})
     # the components' own figures on the evaluated split, so one hybrid run shows all three
-    components = {"bm25": score_run(sparse.run, data.qrels), "dense": score_run(dense.run, data.qrels)}
+    components = {"bm25": score_run(sparse.run, data.qrels), "dense": score_run(dense_run, data.qrels)}
     result.info = {"fusion": {**fusion.to_dict(), **info, "components": components}}
     return result
 

@@ -85,7 +85,9 @@ def evaluate(
             result = evaluate_dense(
                 encoder, dataset, k=top_k, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
             )
-        name = f"{model} ({encoder.recipe.name})" + (f" + bm25, {fuse.describe()}" if fuse else "")
+        name = f"{model} ({encoder.recipe.name})" + (" + bm25" if fuse else "")
+        if fuse:
+            console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
         info.update(model=str(model), **encoder.config(), precision=precision)
         info.update(texts=encoder.prompts.wrapped, truncated_texts=encoder.prompts.truncated)
         if encoder.prompts.truncated:

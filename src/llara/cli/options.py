@@ -27,6 +27,7 @@ class Method(StrEnum):
 
 
 class FusionMethod(StrEnum):
+    auto = "auto"
     rrf = "rrf"
     score = "score"
 
@@ -60,10 +61,15 @@ Seed = Annotated[int, typer.Option(help="random seed")]
 TopK = Annotated[int, typer.Option(help="documents retrieved per query")]
 Fusion = Annotated[
     FusionMethod | None,
-    typer.Option("--fusion", help="--method hybrid: rrf (reciprocal rank fusion, k=60; default) or score (min-max)"),
+    typer.Option(
+        "--fusion",
+        help="--method hybrid: auto (default: weighted RRF, the dense weight chosen on held-out weak pairs of the "
+        "corpus, 0 = BM25 alone), rrf (reciprocal rank fusion, k=60, equal weights) or score (min-max)",
+    ),
 ]
 FusionWeight = Annotated[
-    float | None, typer.Option(help="--fusion score: weight of the dense run, BM25 gets 1 - W (default 0.5)")
+    float | None,
+    typer.Option(help="--fusion rrf or score: weight of the dense run, BM25 gets 1 - W (default: equal)"),
 ]
 EfSearch = Annotated[int | None, typer.Option(help="HNSW search beam (default: the index's)")]
 Nprobe = Annotated[int | None, typer.Option(help="IVF cells searched, ivf and ivfpq (default: the index's)")]

@@ -147,10 +147,17 @@ def search(
             precision=precision,
             trust_remote_code=trust_remote_code,
         )
+        if fuse and fuse.method == "auto":
+            from llara.calibration import choose_fusion
+
+            dense.check_encoder(encoder)
+            fuse = choose_fusion(docs, encoder, dense.search, dense.ids, batch_size=batch_size)
+            console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
         if fuse:
             run = hybrid_search(found, docs, dense, encoder, fuse, top_k, batch_size, max_tokens_per_batch)
         else:
             run = dense_run(dense, encoder, found, top_k, batch_size, max_tokens_per_batch)
     tag = dense.meta["index_type"] if method is Method.dense else method.value
     write_trec_run(output, run, tag=f"llara-{tag}")
-    console.print(f"wrote {output}: top {top_k} for {len(found)} queries" + (f", {fuse.describe()}" if fuse else ""))
+    said = fuse and fuse.method != "auto"  # auto said its line above
+    console.print(f"wrote {output}: top {top_k} for {len(found)} queries" + (f", {fuse.describe()}" if said else ""))

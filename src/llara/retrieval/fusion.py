@@ -1,10 +1,13 @@
 """Hybrid retrieval: fuse a BM25 run and a dense run into one.
 
-Two methods, both per query over each run's top k:
+Three methods, each per query over each run's top k:
 
-- reciprocal rank fusion (Cormack et al., SIGIR 2009), the default: score(d) = sum over runs of
-  1 / (k + rank(d)), rank counted from 1, a run that lacks d adding nothing. k = 60 as in the paper
-  and fixed: nothing is tuned, so nothing can be tuned on test judgements.
+- auto, the default: weighted reciprocal rank fusion, (1 - w) / (k + rank_bm25(d)) + w / (k +
+  rank_dense(d)), with the dense weight w picked without labels on held-out weak pairs of the corpus
+  itself (llara.calibration); w = 0 is BM25 alone, chosen where the dense side is clearly weaker.
+- reciprocal rank fusion (Cormack et al., SIGIR 2009): score(d) = sum over runs of 1 / (k + rank(d)),
+  rank counted from 1, a run that lacks d adding nothing. k = 60 as in the paper and fixed: nothing
+  is tuned, so nothing can be tuned on test judgements. Equal weights unless --fusion-weight.
 - normalised score fusion: each run's scores min-max normalised per query to [0, 1], then
   weight * dense + (1 - weight) * bm25, a document a run lacks counting 0 there. The weight is given
   (default 0.5) or picked on another split's judgements (llara.evaluation.tune_weight), never the
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from llara.retrieval.index import DenseIndex
 
 RRF_K = 60
-FUSIONS = ("rrf", "score")
+FUSIONS = ("auto", "rrf", "score")
 WEIGHT_GRID = tuple(i / 10 for i in range(11))  # dense weights tried by llara.evaluation.tune_weight
 
 
@@ -44,14 +47,18 @@ def top_k(run: Run, k: int) -> Run:
     return {q: {d: scores[d] for d in ranked(scores)[:k]} for q, scores in run.items()}
 
 
-def reciprocal_rank_fusion(runs: list[Run], k: int = RRF_K) -> Run:
-    """sum_r 1 / (k + rank_r(d)) per query; queries present in any run are kept."""
+def reciprocal_rank_fusion(runs: list[Run], k: int = RRF_K, weights: list[float] | None = None) -> Run:
+    """sum_r weight_r / (k + rank_r(d)) per query (weights 1 unless given); queries in any run are kept.
+    A run of weight 0 adds nothing, so its documents alone rank after every document of the others."""
+    weights = weights or [1.0] * len(runs)
+    if len(runs) != len(weights):
+        raise ValueError(f"{len(runs)} runs but {len(weights)} weights")
     fused: Run = {}
-    for run in runs:
+    for run, w in zip(runs, weights, strict=True):
         for qid, scores in run.items():
             out = fused.setdefault(qid, {})
             for rank, doc in enumerate(ranked(scores), start=1):
-                out[doc] = out.get(doc, 0.0) + 1.0 / (k + rank)
+                out[doc] = out.get(doc, 0.0) + w / (k + rank)
     return fused
 
 
@@ -82,45 +89,70 @@ def score_fusion(runs: list[Run], weights: list[float]) -> Run:
 class Fusion:
     """How `fuse` combines a BM25 and a dense run; recorded in metrics.json (`to_dict`)."""
 
-    method: str = "rrf"  # rrf | score
-    weight: float | None = None  # score fusion: the dense run's weight (BM25 gets 1 - weight)
+    method: str = "auto"  # auto | rrf | score
+    weight: float | None = None  # the dense run's weight (BM25 gets 1 - weight); rrf: None is equal weights
     tune_on: str | None = None  # score fusion: pick the weight on qrels/<tune_on>.tsv instead
-    weight_source: str | None = None  # "default", "--fusion-weight" or "tuned on qrels/<split>.tsv"
+    weight_source: str | None = None  # "default", "--fusion-weight", "tuned on qrels/<split>.tsv", "weak pairs"
     rrf_k: int = RRF_K
+    evidence: dict | None = None  # auto: the weak-pair measurement that set the weight (llara.calibration)
 
     def __post_init__(self) -> None:
         if self.method not in FUSIONS:
             raise LlaraError(f"unknown fusion {self.method!r}; choose one of {', '.join(FUSIONS)}")
+        if self.weight is not None and not 0.0 <= self.weight <= 1.0:
+            raise LlaraError(f"--fusion-weight must be between 0 and 1, got {self.weight}")
+        if self.method != "score" and self.tune_on is not None:
+            raise LlaraError("--tune-on picks a --fusion score weight on labels; --fusion auto picks one without")
+        if self.method == "auto":
+            if self.weight is not None and self.weight_source != "weak pairs":
+                raise LlaraError("--fusion auto picks its weight on weak pairs; for your own weight use --fusion rrf")
+            return
         if self.method == "rrf":
-            if self.weight is not None or self.tune_on is not None:
-                raise LlaraError("--fusion-weight and --tune-on are for --fusion score; RRF has no weight (k = 60)")
+            if self.weight is not None and self.weight_source is None:
+                self.weight_source = "--fusion-weight"
             return
         if self.weight is not None and self.tune_on is not None:
             raise LlaraError("give --fusion-weight or --tune-on, not both")
-        if self.weight is not None and not 0.0 <= self.weight <= 1.0:
-            raise LlaraError(f"--fusion-weight must be between 0 and 1, got {self.weight}")
         if self.weight_source is None and self.tune_on is None:
             self.weight_source = "default" if self.weight is None else "--fusion-weight"
             self.weight = 0.5 if self.weight is None else self.weight
 
     def describe(self) -> str:
-        if self.method == "rrf":
-            return f"RRF (k={self.rrf_k})"
-        return f"score fusion, dense weight {self.weight:g} ({self.weight_source})"
+        if self.method == "score":
+            return f"score fusion, dense weight {self.weight:g} ({self.weight_source})"
+        if self.weight is None:
+            return f"RRF (k={self.rrf_k})" if self.method == "rrf" else "auto fusion (weight not yet chosen)"
+        if self.method == "auto" and self.evidence:
+            e = self.evidence
+            chosen = (
+                "BM25 alone" if self.weight == 0 else f"weighted RRF (k={self.rrf_k}), dense weight {self.weight:g}"
+            )
+            return (
+                f"{chosen}: on {e['pairs']} held-out weak pairs of the corpus {e['metric']} was BM25 {e['bm25']:.3f}, "
+                f"dense {e['dense']:.3f}, fused {e['weights'][f'{self.weight:g}']:.3f}"
+            )
+        return f"weighted RRF (k={self.rrf_k}), dense weight {self.weight:g} ({self.weight_source})"
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("weight", "tune_on", "weight_source") if self.method == "rrf" else ("rrf_k",):
+        drop = (
+            ("rrf_k",) if self.method == "score" else ("tune_on",) + (("weight_source",) if self.weight is None else ())
+        )
+        for key in drop + (("evidence",) if self.evidence is None else ()):
             del d[key]
         return d
 
 
 def fuse(bm25: Run, dense: Run, fusion: Fusion, k: int = 1000) -> Run:
     """The hybrid run: the two runs fused as `fusion` says, cut to the top k per query."""
-    if fusion.method == "rrf":
-        fused = reciprocal_rank_fusion([bm25, dense], fusion.rrf_k)
-    else:
+    if fusion.method == "score":
         fused = score_fusion([bm25, dense], [1.0 - fusion.weight, fusion.weight])
+    elif fusion.weight is not None:
+        fused = reciprocal_rank_fusion([bm25, dense], fusion.rrf_k, [1.0 - fusion.weight, fusion.weight])
+    elif fusion.method == "auto":
+        raise ValueError("--fusion auto: set the weight first (llara.calibration.choose_fusion)")
+    else:
+        fused = reciprocal_rank_fusion([bm25, dense], fusion.rrf_k)
     return top_k(fused, k)
 
 
@@ -133,7 +165,7 @@ def fusion_options(
         if fusion is not None or weight is not None or tune_on is not None:
             raise LlaraError("--fusion, --fusion-weight and --tune-on only apply to --method hybrid")
         return None
-    return Fusion(fusion or "rrf", weight, tune_on)
+    return Fusion(fusion or "auto", weight, tune_on)
 
 
 def hybrid_search(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llara.data.beir import format_document
 from llara.data.io import write_jsonl
+from llara.data.weak_pairs import PAIR_SOURCES, SKIP_REASON, make_pair, normalized, strip_title
 from llara.errors import LlaraError
 from llara.retrieval.runs import Run
 
@@ -110,74 +111,6 @@ def mine(
 
 
 # --------------------------------------------------------------------------------------- pairs
-SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"\W+", " ", text).strip().lower()
-
-
-def strip_title(title: str, text: str) -> str:
-    """The text without a leading copy of its title (else the task is string matching)."""
-    t, words = _norm(title), text.split()
-    if not t:
-        return text.strip()
-    for n in range(1, len(words) + 1):
-        head = _norm(" ".join(words[:n]))
-        if head == t:
-            return " ".join(words[n:]).lstrip(" .:-\u2013\u2014").strip()
-        if not t.startswith(head):
-            break
-    return text.strip()
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in SENTENCE.split(text) if len(s.split()) >= 4]
-
-
-PAIR_SOURCES = ("title", "sentence", "span")  # what `--query auto` tries for each document, in order
-SPAN_WORDS = (4, 16)  # a span query's length in words; its document needs 3x the shortest
-
-
-def make_pair(doc: dict[str, str], query_mode: str, rng: random.Random) -> tuple[str, str, str] | None:
-    """(query, positive, source) of one document, or None if it cannot give one. Sources: `title`
-    (title -> text), `sentence` (one sentence -> the rest of its text, the Inverse Cloze Task), `span`
-    (a few consecutive words -> the rest of the text, for records of one sentence); `auto` takes the
-    first of them the document can give."""
-    if query_mode == "auto":
-        for source in PAIR_SOURCES:
-            pair = make_pair(doc, source, rng)
-            if pair is not None:
-                return pair
-        return None
-    title = (doc.get("title") or "").strip()
-    text = strip_title(title, doc.get("text") or "")
-    if query_mode == "title":
-        return (title, text, "title") if title and text else None
-    if query_mode == "sentence":
-        sentences = split_sentences(text)
-        if len(sentences) < 2:
-            return None
-        i = rng.randrange(len(sentences))
-        rest = " ".join(sentences[:i] + sentences[i + 1 :])  # the sentence itself leaves the positive
-        return sentences[i], format_document({"title": title, "text": rest}), "sentence"
-    words = text.split()
-    if len(words) < 3 * SPAN_WORDS[0]:
-        return None
-    n = rng.randint(SPAN_WORDS[0], min(SPAN_WORDS[1], len(words) // 3))
-    i = rng.randrange(len(words) - n + 1)
-    rest = " ".join(words[:i] + words[i + n :])
-    return " ".join(words[i : i + n]), format_document({"title": title, "text": rest}), "span"
-
-
-SKIP_REASON = {
-    "title": "no title",
-    "sentence": "fewer than 2 sentences",
-    "span": f"fewer than {3 * SPAN_WORDS[0]} words",
-    "auto": f"no title, one sentence, fewer than {3 * SPAN_WORDS[0]} words",
-}
-
-
 def pairs(
     corpus_path: str | Path,
     output: str | Path,
@@ -218,8 +151,8 @@ def pairs(
     bm25 = BM25(doc_ids, [texts[d] for d in doc_ids])
     qids = list(made)
     run = bm25.search(qids, [made[d][0] for d in qids], k=min(hi + 1, len(doc_ids)))
-    titles = {d: _norm(doc["title"]) for d, doc in corpus.items()}
-    same_text = {d: _norm(forms["text"][d]) for d in corpus}  # real corpora repeat records under other ids
+    titles = {d: normalized(doc["title"]) for d, doc in corpus.items()}
+    same_text = {d: normalized(forms["text"][d]) for d in corpus}  # real corpora repeat records under other ids
     rows = []
     for doc_id in qids:
         query, positive, source = made[doc_id]

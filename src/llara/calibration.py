@@ -1,0 +1,170 @@
+"""How far to trust the dense side of a hybrid, measured without labels (`--fusion auto`).
+
+Equal-weight fusion with a dense model far below BM25 drags the hybrid below BM25 alone. So before
+fusing, both sides are measured on held-out weak pairs of the corpus itself: for a sample of
+documents, a query made from the document (its title, else one sentence, else a few words, as
+`llara pairs` makes them: llara.data.weak_pairs) whose one relevant document is the rest of that
+document. In the searched collection the sampled documents are replaced by their rest, for BM25 and
+the dense model alike (a query copied out of an unchanged document would be found by word matching
+alone). On these pairs BM25, the dense model and weighted RRF at each dense weight of `WEIGHTS` are
+scored (nDCG@10, ir-measures), and the best weight is the hybrid's; ties go to the smaller weight.
+Weight 0 is BM25 alone: what the hybrid becomes where the dense side is clearly weaker.
+
+The pairs are drawn with their own seed, so where a document has several sentences the query is
+usually not the one `llara pairs` trained on; a model fine-tuned on the same corpus has still seen
+these documents, which flatters the dense side (see benchmarks/RESULTS.md for how the choice tracks
+the real metric on the development suite).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from llara.data.beir import format_document
+from llara.data.weak_pairs import make_pair
+from llara.retrieval.fusion import Fusion, fuse
+from llara.retrieval.runs import Run
+from llara.scoring import mean_scores, per_query_scores
+
+log = logging.getLogger(__name__)
+
+WEAK_PAIRS = 300  # documents sampled; a few seconds of encoding, enough to tell 0.05 of nDCG@10 apart
+SEED = 1234  # not `llara pairs`' 42: other sentences than training's where a document has several
+WEIGHTS = tuple(i / 10 for i in range(11))  # dense weights of weighted RRF tried on the weak pairs
+METRIC = "nDCG@10"
+DEPTH = 100  # each side's top k on the weak pairs: enough for nDCG@10 of the fused list
+
+# (query embeddings, k) -> (scores, rows) over the corpus in `doc_ids` order: a FAISS search
+DenseSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class WeakPairRuns:
+    """BM25's and the dense model's runs of the held-out weak pairs, and their judgements."""
+
+    bm25: Run
+    dense: Run
+    qrels: dict[str, dict[str, int]]  # each pair's query -> its document
+    sources: dict[str, int]  # title / sentence / span: how the queries were made
+
+
+@dataclass
+class WeakPairEvidence:
+    """What `--fusion auto` measured and chose; recorded in metrics.json."""
+
+    pairs: int
+    sources: dict[str, int]  # title / sentence / span: how the queries were made
+    metric: str
+    bm25: float
+    dense: float
+    weights: dict[str, float]  # dense weight -> the metric of weighted RRF on the weak pairs
+    weight: float  # the chosen one
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_weak_pairs(
+    corpus: dict[str, dict[str, str]], n: int = WEAK_PAIRS, seed: int = SEED
+) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
+    """Up to n documents that can give a pair: ({doc id: query}, {doc id: the rest of it, as a
+    passage}, {source: count}). Documents are visited in a seeded random order."""
+    rng = random.Random(seed)
+    order = list(corpus)
+    rng.shuffle(order)
+    queries: dict[str, str] = {}
+    rests: dict[str, str] = {}
+    sources: dict[str, int] = {}
+    for doc_id in order:
+        if len(queries) == n:
+            break
+        pair = make_pair(corpus[doc_id], "auto", rng)
+        if pair is None:
+            continue
+        queries[doc_id], rests[doc_id], source = pair
+        sources[source] = sources.get(source, 0) + 1
+    return queries, rests, sources
+
+
+def measure_on_weak_pairs(
+    corpus: dict[str, dict[str, str]],
+    encoder,
+    dense_search: DenseSearch,
+    doc_ids: list[str],
+    n: int = WEAK_PAIRS,
+    seed: int = SEED,
+    batch_size: int = 32,
+    max_tokens_per_batch: int | None = None,
+) -> WeakPairRuns | None:
+    """The BM25 and dense runs of held-out weak pairs, with their qrels; None if no document gives one.
+    `dense_search` searches the encoded corpus (in `doc_ids` order); only the sampled documents' rests
+    are encoded here, and they take the place of their documents in both sides' results."""
+    from llara.retrieval.bm25 import BM25
+
+    queries, rests, sources = sample_weak_pairs(corpus, n, seed)
+    if not queries:
+        return None
+    qids = [f"weak-{d}" for d in queries]
+    qrels = {q: {d: 1} for q, d in zip(qids, queries, strict=True)}
+
+    texts = {d: format_document(doc) for d, doc in corpus.items()} | rests
+    bm25 = BM25(list(texts), list(texts.values())).search(qids, list(queries.values()), k=DEPTH)
+
+    opts = {"batch_size": batch_size, "max_tokens_per_batch": max_tokens_per_batch, "show_progress_bar": False}
+    q_emb = encoder.encode_queries(list(queries.values()), **opts)
+    rest_emb = encoder.encode_corpus([{"title": "", "text": r} for r in rests.values()], **opts)
+    held_out = set(rests)
+    # the corpus minus the sampled documents (searched a little deeper to make up for them), plus their rests
+    scores, rows = dense_search(q_emb, min(DEPTH + len(held_out), len(doc_ids)))
+    rest_scores = q_emb @ rest_emb.T
+    dense: Run = {}
+    for i, qid in enumerate(qids):
+        found = {doc_ids[j]: float(s) for s, j in zip(scores[i], rows[i], strict=True) if j >= 0}
+        found = {d: s for d, s in found.items() if d not in held_out}
+        found |= {d: float(s) for d, s in zip(rests, rest_scores[i], strict=True)}
+        dense[qid] = dict(sorted(found.items(), key=lambda kv: -kv[1])[:DEPTH])
+    return WeakPairRuns(bm25, dense, qrels, sources)
+
+
+def choose_fusion(
+    corpus: dict[str, dict[str, str]],
+    encoder,
+    dense_search: DenseSearch,
+    doc_ids: list[str],
+    n: int = WEAK_PAIRS,
+    seed: int = SEED,
+    batch_size: int = 32,
+    max_tokens_per_batch: int | None = None,
+) -> Fusion:
+    """`--fusion auto`: the weighted RRF whose dense weight scores best on held-out weak pairs (0: BM25
+    alone). A corpus that gives no pair (every record a few words) keeps equal weights, with a warning."""
+    measured = measure_on_weak_pairs(corpus, encoder, dense_search, doc_ids, n, seed, batch_size, max_tokens_per_batch)
+    if measured is None:
+        log.warning("fusion auto: no document gives a weak pair (all too short); equal-weight RRF")
+        return Fusion("rrf")
+    evidence = weigh(measured)
+    return Fusion("auto", evidence.weight, weight_source="weak pairs", evidence=evidence.to_dict())
+
+
+def weigh(runs: WeakPairRuns) -> WeakPairEvidence:
+    """Score BM25, dense and weighted RRF at every weight of WEIGHTS on the pairs; pick the best weight."""
+
+    def score(run: Run) -> float:
+        return mean_scores(per_query_scores(run, runs.qrels, (METRIC,)), (METRIC,))[METRIC]
+
+    fused = {w: score(fuse(runs.bm25, runs.dense, Fusion("rrf", w), DEPTH)) for w in WEIGHTS}
+    best = min(WEIGHTS, key=lambda w: (-round(fused[w], 12), w))
+    return WeakPairEvidence(
+        pairs=len(runs.qrels),
+        sources=runs.sources,
+        metric=METRIC,
+        bm25=score(runs.bm25),
+        dense=score(runs.dense),
+        weights={f"{w:g}": v for w, v in fused.items()},
+        weight=best,
+    )
