@@ -93,8 +93,10 @@ def test_weigh_picks_bm25_alone_for_a_useless_dense_side_and_a_high_weight_for_a
     bm25, noise, oracle = ranking(0.6), ranking(0.0), ranking(1.0)
     weak = weigh(WeakPairRuns(bm25, noise, qrels, {"sentence": 40}))
     assert weak.weight == 0.0 and weak.dense < 0.2 < weak.bm25 and len(weak.weights) == len(WEIGHTS)
-    assert Fusion("auto", weak.weight, weight_source="weak pairs", evidence=weak.to_dict()).describe().startswith(
-        "BM25 alone: on 40 held-out weak pairs of the corpus nDCG@10 was BM25 "
+    assert (
+        Fusion("auto", weak.weight, weight_source="weak pairs", evidence=weak.to_dict())
+        .describe()
+        .startswith("BM25 alone: on 40 held-out weak pairs of the corpus nDCG@10 was BM25 ")
     )
     strong = weigh(WeakPairRuns(bm25, oracle, qrels, {"sentence": 40}))
     assert strong.weight > 0.5 and strong.weights[f"{strong.weight:g}"] == 1.0
@@ -133,7 +135,8 @@ def test_raw_model_hybrid_is_not_significantly_worse_than_bm25_on_arxiv(arxiv_di
     p_equal, _ = permutation_pvalue(equal, bm25)
     print(
         f"arXiv, raw smollm2: BM25 {bm25.mean():.3f}, dense {components['dense']['nDCG@10']:.3f}, "
-        f"auto (weight {fusion.weight:g}) {auto.mean():.3f} p={p_auto:.4f}, equal RRF {equal.mean():.3f} p={p_equal:.4f}"
+        f"auto (weight {fusion.weight:g}) {auto.mean():.3f} p={p_auto:.4f}, "
+        f"equal RRF {equal.mean():.3f} p={p_equal:.4f}"
     )
     assert auto.mean() >= bm25.mean() or p_auto >= 0.05
     # what the default was before: equal-weight RRF loses to BM25 here, significantly (what this test guards)

@@ -26,7 +26,7 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
         "adapted (EBAE + EBAR)",
         "fine-tuned, no adaptation",
         "adapted + fine-tuned",
-        "hybrid: BM25 + adapted + fine-tuned (RRF)",
+        "hybrid: BM25 + adapted + fine-tuned",
     ]
     assert list(rows) == list(row_names(str(tiny_model_dir)).values())
     for r in rows.values():
@@ -48,11 +48,15 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
             assert gap < 1e-9
     assert "10 comparisons" in report["significance"]["correction"]["family"]
 
-    # The hybrid is RRF (k = 60) of the BM25 and the adapted + fine-tuned run files, nothing tuned.
+    # The hybrid is weighted RRF (k = 60) of the BM25 and the adapted + fine-tuned run files, its weight
+    # chosen on held-out weak pairs of the abstracts (no judgements read), as `llara evaluate` does.
     data = load_beir(out / "data" / "arxiv")
-    fused = fuse(read_trec_run(out / "runs/bm25/run.trec"), read_trec_run(out / "runs/ft-adapted/run.trec"), Fusion())
-    assert score_run(fused, data.qrels) == rows["hybrid: BM25 + adapted + fine-tuned (RRF)"]["metrics"]
-    assert report["hybrid"]["method"] == "rrf" and report["hybrid"]["rrf_k"] == 60
+    hybrid = report["hybrid"]
+    assert hybrid["method"] == "auto" and hybrid["rrf_k"] == 60 and hybrid["weight_source"] == "weak pairs"
+    assert hybrid["evidence"]["pairs"] == 300 and hybrid["evidence"]["weight"] == hybrid["weight"]
+    chosen = Fusion("rrf", hybrid["weight"])
+    fused = fuse(read_trec_run(out / "runs/bm25/run.trec"), read_trec_run(out / "runs/ft-adapted/run.trec"), chosen)
+    assert score_run(fused, data.qrels) == rows["hybrid: BM25 + adapted + fine-tuned"]["metrics"]
 
     # Both fine-tuned rows trained alike on the same pairs, from the raw and from the adapted model.
     records = {}
@@ -70,7 +74,7 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
     assert all(f"| {name} |" in md for name in rows)
     assert (out / "results.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
-    assert "vs BM25" in printed and len(started(printed)) == 9  # every stage ran
+    assert "vs BM25" in printed and len(started(printed)) == 10  # every stage ran
 
     # Interrupted after fine-tuning: only the missing stage runs again, the rest is reused; the hybrid and
     # the tests come out of the run files exactly as before.
