@@ -25,6 +25,7 @@ import numpy as np
 import openai
 import pytest
 
+from llara.retrieval.fusion import Fusion
 from llara.serving.service import fuse_ranked
 
 KEY = "test-key-123"
@@ -321,14 +322,20 @@ def test_bm25_and_hybrid_search(server, setup):
     dense = [(h["id"], h["score"]) for h in search(server, query=query, top_k=100).json()["results"]]
     bm25_hits = [(h["id"], h["score"]) for h in search(server, query=query, top_k=100, method="bm25").json()["results"]]
     hybrid = search(server, query=query, top_k=5, method="hybrid").json()["results"]
-    fused = fuse_ranked([dense, bm25_hits])[:5]
+    # the server chose its fusion at start on held-out weak pairs, as `llara evaluate` does, and says so
+    fusion = httpx.get(f"{server.url}/health", headers=server.headers(), timeout=30).json()["fusion"]
+    assert fusion["method"] == "auto" and fusion["weight_source"] == "weak pairs" and fusion["evidence"]["pairs"] > 0
+    fused = fuse_ranked(bm25_hits, dense, Fusion(**fusion))[:5]
     assert [(h["id"], pytest.approx(h["score"])) for h in hybrid] == fused
 
 
 def test_reciprocal_rank_fusion():
-    fused = dict(fuse_ranked([[("a", 3.0), ("b", 2.0), ("c", 1.0)], [("c", 0.9), ("a", 0.1)]]))
+    lists = [("a", 3.0), ("b", 2.0), ("c", 1.0)], [("c", 0.9), ("a", 0.1)]
+    fused = dict(fuse_ranked(*lists, Fusion("rrf")))
     assert fused["a"] == pytest.approx(1 / 61 + 1 / 62) and fused["c"] == pytest.approx(1 / 63 + 1 / 61)
     assert list(fused) == ["a", "c", "b"]
+    weighted = dict(fuse_ranked(*lists, Fusion("rrf", 0.25)))  # BM25 (the first list) 0.75, dense 0.25
+    assert weighted["a"] == pytest.approx(0.75 / 61 + 0.25 / 62) and weighted["b"] == pytest.approx(0.75 / 62)
 
 
 # ---------------------------------------------------------------------------------------- bad input

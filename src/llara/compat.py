@@ -286,9 +286,25 @@ class _DropMessages:
 
 
 def quiet_dependency_logs() -> None:
-    """DeepSpeed, once installed, is imported by transformers and accelerate on every model load, and
-    on a machine without a GPU warns each time that it uses the CPU. Its logger ("DeepSpeed") resets
-    its own level when imported, so the one line is filtered instead; everything else it says stays."""
+    """Lines dependencies print on every normal run, filtered (everything else they say stays):
+    DeepSpeed, once installed, is imported by transformers and accelerate on every model load, and on
+    a machine without a GPU warns each time that it uses the CPU; bm25s logs each index build at DEBUG
+    on a logger it sets to DEBUG itself. Both reset their loggers' levels when imported, hence filters."""
     import logging
 
     logging.getLogger("DeepSpeed").addFilter(_DropMessages("Setting accelerator to CPU"))
+    logging.getLogger("bm25s").addFilter(_DropMessages("Building index from", "The query is empty"))
+
+
+def resize_embeddings(model, size: int) -> None:
+    """HF's `resize_token_embeddings` with its mean resizing (new rows drawn around the old rows' mean),
+    without the line it logs about it: llara says itself that the added tokens are untrained."""
+    import logging
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    quiet = _DropMessages("The new embeddings will be initialized")
+    logger.addFilter(quiet)
+    try:
+        model.resize_token_embeddings(size, pad_to_multiple_of=None)
+    finally:
+        logger.removeFilter(quiet)

@@ -335,3 +335,73 @@ def ablation_markdown(report: dict) -> str:
             f"{c['wins']}/{c['ties']}/{c['losses']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------- suite (evaluate, several --data)
+def _suite_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """The suite's header and rows: per collection and metric BM25, the method, and Δ (Holm p); then
+    the macro average with its ratio to BM25's. BM25 alone: one column per metric."""
+    method, metrics = report["method"], report["metrics"]
+    alone = method == "bm25"
+    header = ["collection", "queries"]
+    for m in metrics:
+        header += [m] if alone else [f"BM25\n{m}", f"{method}\n{m}", f"Δ {m}\n(p Holm)"]
+    rows = []
+    for r in report["collections"]:
+        cells = [r["collection"], str(r["queries"])]
+        for m in metrics:
+            if alone:
+                cells.append(f"{r['bm25'][m]:.3f}")
+                continue
+            c = (r["vs_bm25"] or {}).get(m)
+            star = "*" if c and c["significant"] else ""
+            p = f"\n({_p(c['p_permutation_holm'])})" if c else ""
+            cells += [f"{r['bm25'][m]:.3f}", f"{r['method'][m]:.3f}", f"{r['method'][m] - r['bm25'][m]:+.3f}{star}{p}"]
+        rows.append(cells)
+    macro = report["macro"]
+    cells = ["macro", ""]
+    for m in metrics:
+        if alone:
+            cells.append(f"{macro['bm25'][m]:.3f}")
+            continue
+        cells += [f"{macro['bm25'][m]:.3f}", f"{macro['method'][m]:.3f}", f"{macro['ratio'][m]:.2f}x"]
+    rows.append(cells)
+    return header, rows
+
+
+def _suite_caption(report: dict) -> str:
+    counts = "; ".join(
+        f"{m}: significantly better on {t['better']}, worse on {t['worse']} of {t['collections']}"
+        for m, t in report["significant"].items()
+    )
+    if report["method"] == "bm25":
+        return f"BM25 on each collection ({report['split']} judgements); macro: the unweighted mean over collections."
+    return (
+        f"{report['method']} against BM25 on each collection ({report['split']} judgements). Δ: the difference "
+        f"to BM25, * where significant, p Holm-corrected ({report['tests']}). Macro: the unweighted mean over "
+        f"collections, and its ratio to BM25's. {counts}."
+    )
+
+
+def suite_table(report: dict) -> Table:
+    header, rows = _suite_rows(report)
+    table = Table(title=f"llara evaluate: {len(report['collections'])} collections, {report['method']}")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i > 0)
+    for i, cells in enumerate(rows):
+        table.add_row(*(escape(c) for c in cells), end_section=i == len(rows) - 2)
+    table.caption = _suite_caption(report)
+    return table
+
+
+def suite_markdown(report: dict) -> str:
+    header, rows = _suite_rows(report)
+    what = "BM25" if report["method"] == "bm25" else f"{report['method']} against BM25"
+    lines = [f"# {what}, {len(report['collections'])} collections", ""]
+    if report.get("model"):
+        lines += [f"Model: `{report['model']}`.", ""]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    lines += [line(header), "|" + "---|" * len(header), *map(line, rows)]
+    return "\n".join([*lines, "", _suite_caption(report), ""])

@@ -28,6 +28,7 @@ from llara.cli.options import (
     settings,
 )
 from llara.comparison import DEFAULT_METRICS
+from llara.errors import LlaraError
 from llara.experiments.ablation import AblationOptions
 
 A = AblationOptions  # the defaults of `llara ablate`
@@ -35,7 +36,13 @@ METRICS = ",".join(DEFAULT_METRICS)
 
 
 def evaluate(
-    data: Annotated[Path, typer.Option(help="dataset folder in BEIR layout")],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            help="dataset folder in BEIR layout; repeat for a suite: each collection in turn, tested against BM25, "
+            "and the macro average (OUTPUT/suite.json, suite.md)"
+        ),
+    ],
     output: Annotated[Path, typer.Option(help="folder for run.trec and metrics.json")],
     model: Model = "smollm2",
     method: Annotated[Method, typer.Option(help="dense (the model), bm25, or hybrid (both fused)")] = Method.dense,
@@ -54,52 +61,100 @@ def evaluate(
     precision: Precision = "auto",
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """Retrieve for every judged query of a BEIR dataset and score the run with ir-measures."""
-    from llara.data.beir import load_beir
-    from llara.data.io import bad_rows
-    from llara.evaluation import evaluate_bm25, evaluate_dense, evaluate_hybrid, tuning_split, write_evaluation
-    from llara.reporting import metrics_table
+    """Retrieve for every judged query of a BEIR dataset (or of several) and score the runs with ir-measures."""
     from llara.retrieval.fusion import fusion_options
 
-    fuse = fusion_options(method.value, fusion and fusion.value, fusion_weight, tune_on)
-    dataset = load_beir(data, split)  # all validation happens before anything is written
-    tune = tuning_split(dataset, fuse) if fuse else None
-    info = {"method": method.value, "dataset": str(data), "split": split, **dataset.stats}
-    if method is Method.bm25:
-        result = evaluate_bm25(dataset, k=top_k)
-        name = "bm25"
-    else:
-        from llara.inference.encoder import LlaraEncoder
+    fusion_options(method.value, fusion and fusion.value, fusion_weight, tune_on)  # refused before anything runs
+    encoder = None
 
-        encoder = LlaraEncoder.from_pretrained(
-            model,
-            recipe=recipe,
-            query_max_length=query_max_length,
-            passage_max_length=passage_max_length,
-            precision=precision,
-            trust_remote_code=trust_remote_code,
-        )
-        if fuse:
-            result = evaluate_hybrid(encoder, dataset, fuse, top_k, tune, batch_size, True, max_tokens_per_batch)
+    def load_encoder():
+        nonlocal encoder
+        if encoder is None:  # once, for every collection
+            from llara.inference.encoder import LlaraEncoder
+
+            encoder = LlaraEncoder.from_pretrained(
+                model,
+                recipe=recipe,
+                query_max_length=query_max_length,
+                passage_max_length=passage_max_length,
+                precision=precision,
+                trust_remote_code=trust_remote_code,
+            )
+        return encoder
+
+    def run(folder: Path, how: Method, out: Path) -> dict:
+        """One collection, one method: OUT/run.trec, metrics.json, per_query.json; returns metrics and stats."""
+        from llara.data.beir import load_beir
+        from llara.data.io import bad_rows
+        from llara.evaluation import evaluate_bm25, evaluate_dense, evaluate_hybrid, tuning_split, write_evaluation
+        from llara.reporting import metrics_table
+
+        fuse = fusion_options(how.value, fusion and fusion.value, fusion_weight, tune_on) if how is method else None
+        dataset = load_beir(folder, split)  # all validation happens before anything is written
+        tune = tuning_split(dataset, fuse) if fuse else None
+        info = {"method": how.value, "dataset": str(folder), "split": split, **dataset.stats}
+        if how is Method.bm25:
+            result = evaluate_bm25(dataset, k=top_k)
+            name = "bm25"
         else:
-            result = evaluate_dense(
-                encoder, dataset, k=top_k, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
-            )
-        name = f"{model} ({encoder.recipe.name})" + (" + bm25" if fuse else "")
-        if fuse:
-            console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
-        info.update(model=str(model), **encoder.config(), precision=precision)
-        info.update(texts=encoder.prompts.wrapped, truncated_texts=encoder.prompts.truncated)
-        if encoder.prompts.truncated:
-            console.print(
-                f"truncated {encoder.prompts.truncated} of {encoder.prompts.wrapped} texts to fit "
-                "--query-max-length/--passage-max-length"
-            )
-    info["skipped_rows"] = bad_rows().count
-    info["warnings"] = bad_rows().warnings()
-    write_evaluation(output, result, info, tag=f"llara-{method.value}")
-    Console().print(metrics_table(f"{data.name} ({split})", {name: result.metrics}, list(result.metrics)))
-    console.print(f"wrote {output / 'run.trec'}, {output / 'metrics.json'} and {output / 'per_query.json'}")
+            enc = load_encoder()
+            texts, cut = enc.prompts.wrapped, enc.prompts.truncated  # the encoder counts over its lifetime
+            if fuse:
+                result = evaluate_hybrid(enc, dataset, fuse, top_k, tune, batch_size, True, max_tokens_per_batch)
+            else:
+                result = evaluate_dense(
+                    enc, dataset, k=top_k, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
+                )
+            name = f"{model} ({enc.recipe.name})" + (" + bm25" if fuse else "")
+            if fuse:
+                console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
+            info.update(model=str(model), **enc.config(), precision=precision)
+            truncated = enc.prompts.truncated - cut
+            info.update(texts=enc.prompts.wrapped - texts, truncated_texts=truncated)
+            if truncated:
+                console.print(
+                    f"truncated {truncated} of {info['texts']} texts to fit --query-max-length/--passage-max-length"
+                )
+        info["skipped_rows"] = bad_rows().count
+        info["warnings"] = bad_rows().warnings()
+        write_evaluation(out, result, info, tag=f"llara-{how.value}")
+        Console().print(metrics_table(f"{folder.name} ({split})", {name: result.metrics}, list(result.metrics)))
+        console.print(f"wrote {out / 'run.trec'}, {out / 'metrics.json'} and {out / 'per_query.json'}")
+        return {"metrics": result.metrics, "stats": dataset.stats, "qrels": folder / "qrels" / f"{split}.tsv"}
+
+    if len(data) == 1:
+        run(data[0], method, output)
+        return
+    evaluate_suite(data, output, method, run, model if method is not Method.bm25 else None, split)
+
+
+def evaluate_suite(data: list[Path], output: Path, method: Method, run, model: str | None, split: str) -> None:
+    """Several collections: BM25 and the method on each in turn, each tested against BM25, then the table."""
+    from llara.data.io import atomic_write, write_json
+    from llara.experiments.suite import collection_names, collection_row, compare_with_bm25, suite_report
+    from llara.reporting import suite_markdown, suite_table
+
+    names = collection_names(data)
+    for folder in data:  # every folder there before the first is evaluated
+        if not (folder / "qrels" / f"{split}.tsv").is_file():
+            raise LlaraError(f"no qrels/{split}.tsv: not a BEIR dataset folder with that split", folder)
+    rows = []
+    for folder, name in zip(data, names, strict=True):
+        console.print(f"[bold]{name}[/]")
+        out = output / name
+        bm25 = run(folder, Method.bm25, out / "bm25")
+        if method is Method.bm25:
+            rows.append(collection_row(name, bm25["stats"], bm25["metrics"], bm25["metrics"], None))
+            continue
+        ours = run(folder, method, out / method.value)
+        compared = compare_with_bm25(out, bm25["qrels"], method.value)
+        rows.append(collection_row(name, ours["stats"], bm25["metrics"], ours["metrics"], compared))
+    report = suite_report(method.value, model, split, rows)
+    write_json(output / "suite.json", report)
+    with atomic_write(output / "suite.md") as f:
+        f.write(suite_markdown(report))
+    Console().print(suite_table(report))
+    console.print(f"wrote {output / 'suite.json'} and {output / 'suite.md'}")
 
 
 def compare(

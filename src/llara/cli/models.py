@@ -9,11 +9,22 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from llara.cli.options import EfSearch, Model, Nprobe, Precision, Recipe, TrustRemoteCode, console
+from llara.cli.options import (
+    EfSearch,
+    Fusion,
+    FusionMethod,
+    Model,
+    Nprobe,
+    Precision,
+    Recipe,
+    TrustRemoteCode,
+    console,
+)
 from llara.errors import LlaraError
 from llara.serving import ServeOptions
 
 S = ServeOptions  # the defaults of `llara serve`
+SERVE_FUSION = FusionMethod(S.fusion)
 
 
 class Side(StrEnum):
@@ -87,6 +98,7 @@ def serve(
     corpus: Annotated[
         Path | None, typer.Option(help="corpus.jsonl, for titles and bm25/hybrid search (default: the index's)")
     ] = S.corpus,
+    fusion: Fusion = SERVE_FUSION,
     host: Annotated[str, typer.Option(help="address to bind; a non-loopback one needs --api-key")] = S.host,
     port: Annotated[int, typer.Option(help="TCP port (0: any free one, printed at start)")] = S.port,
     api_key: Annotated[

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from llara.compat import resize_embeddings
 from llara.errors import LlaraError
 from llara.modeling.recipes import EOS, SIDES, Recipe, load_recipe
 
@@ -23,7 +24,7 @@ def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
         tokenizer.add_tokens(missing, special_tokens=True)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         # New rows start at the mean of the old ones (HF's default), a sane untrained point.
-        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=None)
+        resize_embeddings(model, len(tokenizer))
         return True
     return bool(missing)
 

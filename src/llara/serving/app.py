@@ -316,7 +316,7 @@ def create_app(service: Service) -> FastAPI:
         if method in ("bm25", "hybrid"):
             lists["bm25"] = await loop.run_in_executor(pool, service.bm25_hits, query, depth)
         if method == "hybrid":
-            hits = fuse_ranked(list(lists.values()))[:top_k]
+            hits = fuse_ranked(lists["bm25"], lists["dense"], service.fusion)[:top_k]
         else:
             hits = lists[method]
         titles = service.titles or {}

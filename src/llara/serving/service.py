@@ -15,6 +15,7 @@ from llara.errors import LlaraError
 from llara.serving.batching import Encoded, encode_texts
 
 if TYPE_CHECKING:
+    from llara.retrieval.fusion import Fusion
     from llara.serving.options import ServeOptions
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,14 @@ METHODS = ("dense", "bm25", "hybrid")
 HYBRID_DEPTH = 100  # each list fused for hybrid search is at least this deep
 
 
-def fuse_ranked(lists: Sequence[Sequence[tuple[str, float]]]) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion (k=60) of ranked (id, score) lists, best first, ties by id: the same
-    function as `llara evaluate --method hybrid` (llara.retrieval.fusion)."""
-    from llara.retrieval.fusion import ranked, reciprocal_rank_fusion
+def fuse_ranked(
+    bm25: Sequence[tuple[str, float]], dense: Sequence[tuple[str, float]], fusion: Fusion
+) -> list[tuple[str, float]]:
+    """Two ranked (id, score) lists fused as `fusion` says, best first, ties by id: the same function
+    as `llara evaluate --method hybrid` (llara.retrieval.fusion)."""
+    from llara.retrieval.fusion import fuse, ranked
 
-    fused = reciprocal_rank_fusion([{"q": dict(hits)} for hits in lists]).get("q", {})
+    fused = fuse({"q": dict(bm25)}, {"q": dict(dense)}, fusion, k=len(bm25) + len(dense)).get("q", {})
     return [(d, fused[d]) for d in ranked(fused)]
 
 
@@ -66,6 +69,7 @@ class Service:
 
         self.titles: dict[str, str] | None = None
         self.bm25 = None
+        self.fusion: Fusion | None = None  # hybrid search's, set once both sides are loaded
         corpus = opts.corpus or (recorded_corpus(self.index.meta) if self.index is not None else None)
         if corpus is not None:
             self._load_corpus(Path(corpus), explicit=opts.corpus is not None)
@@ -88,6 +92,20 @@ class Service:
         ids = list(docs)
         log.info("indexing %d documents for BM25", len(ids))
         self.bm25 = BM25(ids, [format_document(docs[d]) for d in ids])  # as `llara evaluate --method bm25`
+        if self.index is not None:
+            self.fusion = self._choose_fusion(docs)
+
+    def _choose_fusion(self, docs: dict[str, dict[str, str]]) -> Fusion:
+        """Hybrid search's fusion, decided once at start: `--fusion auto` measures on held-out weak pairs."""
+        from llara.retrieval.fusion import Fusion
+
+        if self.opts.fusion != "auto":
+            return Fusion(self.opts.fusion)
+        from llara.calibration import choose_fusion
+
+        fusion = choose_fusion(docs, self.encoder, self.index.search, self.index.ids)
+        log.info("hybrid search: %s", fusion.describe())
+        return fusion
 
     def encode(self, texts: list[str], side: str) -> Encoded:
         return encode_texts(self.encoder, texts, side, self.opts.max_batch)
@@ -97,6 +115,8 @@ class Service:
         out["precision"] = str(self.encoder.amp_dtype or "float32").removeprefix("torch.")
         if self.index is not None:
             out["index"] = {k: self.index.meta[k] for k in ("index_type", "count", "dim")}
+        if self.fusion is not None:
+            out["fusion"] = self.fusion.to_dict()
         out["methods"] = [m for m in METHODS if self.can(m)]
         return out
 
