@@ -183,6 +183,8 @@ def test_evaluate_hybrid_cli_writes_fusion_info_and_per_query_scores(tiny_model_
     assert fusion["weight_source"] == "tuned on qrels/dev.tsv" and fusion["tuning"]["split"] == "dev"
     assert fusion["tuning"]["grid"][f"{fusion['weight']:g}"] == max(fusion["tuning"]["grid"].values())
     assert set(fusion["components"]) == {"bm25", "dense"}
+    info = metrics["info"]  # 40 passages, none cut at the default length; queries counted apart
+    assert info["passages"] == 40 and info["truncated_passages"] == 0 and info["truncated_passages_share"] == 0.0
     per_query = json.loads((out / "per_query.json").read_text())
     assert set(per_query) == {f"q{i}" for i in range(6)}
     for m in ("nDCG@10", "RR@10", "R@100"):

@@ -400,6 +400,7 @@ def suite_markdown(report: dict) -> str:
     lines = [f"# {what}, {len(report['collections'])} collections", ""]
     if report.get("model"):
         lines += [f"Model: `{report['model']}`.", ""]
+
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 

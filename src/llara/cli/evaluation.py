@@ -99,6 +99,7 @@ def evaluate(
         else:
             enc = load_encoder()
             texts, cut = enc.prompts.wrapped, enc.prompts.truncated  # the encoder counts over its lifetime
+            docs, docs_cut = enc.prompts.wrapped_by_side["passage"], enc.prompts.truncated_by_side["passage"]
             if fuse:
                 result = evaluate_hybrid(enc, dataset, fuse, top_k, tune, batch_size, True, max_tokens_per_batch)
             else:
@@ -111,6 +112,9 @@ def evaluate(
             info.update(model=str(model), **enc.config(), precision=precision)
             truncated = enc.prompts.truncated - cut
             info.update(texts=enc.prompts.wrapped - texts, truncated_texts=truncated)
+            docs = enc.prompts.wrapped_by_side["passage"] - docs  # passages encoded (weak-pair rests included)
+            docs_cut = enc.prompts.truncated_by_side["passage"] - docs_cut
+            info.update(passages=docs, truncated_passages=docs_cut, truncated_passages_share=docs_cut / max(docs, 1))
             if truncated:
                 console.print(
                     f"truncated {truncated} of {info['texts']} texts to fit --query-max-length/--passage-max-length"

@@ -64,6 +64,8 @@ class PromptBuilder:
         # Running tallies for summaries ("truncated 12 of 1460 texts"): wrap() counts every text it cuts.
         self.wrapped = 0
         self.truncated = 0
+        self.truncated_by_side = dict.fromkeys(SIDES, 0)  # e.g. documents cut, apart from queries
+        self.wrapped_by_side = dict.fromkeys(SIDES, 0)
 
     def _ids(self, piece: str, special: bool = False) -> list[int]:
         """Ids of one prompt piece; `special` adds what the tokenizer adds around a text (BOS on LLaMA)."""
@@ -102,6 +104,8 @@ class PromptBuilder:
             )
         self.wrapped += 1
         self.truncated += len(text_ids) > room
+        self.wrapped_by_side[side] += 1
+        self.truncated_by_side[side] += len(text_ids) > room
         return prefix + text_ids[:room] + suffix
 
     def build(self, texts: list[str], side: str, max_length: int) -> list[list[int]]:
