@@ -14,7 +14,9 @@ from tests.conftest import WORDS, write_beir
 
 def collection(folder, seed: int, docs: int = 30, queries: int = 8):
     rng = random.Random(seed)
-    corpus = [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choice(WORDS) for _ in range(12))} for i in range(docs)]
+    corpus = [
+        {"_id": f"d{i}", "title": "", "text": " ".join(rng.choice(WORDS) for _ in range(12))} for i in range(docs)
+    ]
     qs = [{"_id": f"q{i}", "text": " ".join(rng.sample(corpus[i]["text"].split(), 3))} for i in range(queries)]
     return write_beir(folder, corpus, qs, [(f"q{i}", f"d{i}", 1) for i in range(queries)])
 

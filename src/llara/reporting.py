@@ -406,3 +406,26 @@ def suite_markdown(report: dict) -> str:
 
     lines += [line(header), "|" + "---|" * len(header), *map(line, rows)]
     return "\n".join([*lines, "", _suite_caption(report), ""])
+
+
+# ------------------------------------------------------------------------------- pipeline
+def pipeline_table(report: dict) -> Table:
+    """`llara pipeline`'s check: BM25, the model and the default hybrid on the held-out weak pairs."""
+    weak = report["check"]["weak_pairs"]
+    table = Table(title=f"held-out weak pairs of {report['corpus']}")
+    table.add_column("retriever")
+    table.add_column("nDCG@10", justify="right")
+    if weak is None:
+        table.caption = "no document of the corpus could give a weak pair (all too short): nothing to check"
+        return table
+    w = weak["weight"]
+    hybrid = "hybrid: BM25 alone (dense weight 0)" if w == 0 else f"hybrid (weighted RRF, dense weight {w:g})"
+    for name, value in (("BM25", weak["bm25"]), (report["model"], weak["dense"]), (hybrid, weak["weights"][f"{w:g}"])):
+        table.add_row(escape(name), f"{value:.3f}")
+    sources = ", ".join(f"{n} {s}" for s, n in weak["sources"].items())
+    table.caption = (
+        f"{weak['pairs']} documents no training row came from ({sources} queries), each query's one relevant "
+        "document the rest of its own: a signal without labels, not a judged metric. `--fusion auto` uses "
+        "this weight (see benchmarks/RESULTS.md for how it tracks judged results)."
+    )
+    return table

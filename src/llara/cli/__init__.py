@@ -80,6 +80,7 @@ COMMANDS = (
     training.mine,
     training.pairs,
     training.pretrain,
+    training.pipeline,
     models.explain,
     models.export,
     evaluation.ablate,

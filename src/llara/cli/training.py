@@ -41,6 +41,7 @@ from llara.cli.options import (
     numbers,
     settings,
 )
+from llara.experiments.pipeline import PipelineOptions
 from llara.training.finetune.options import FULL_LR, PROFILES, FinetuneOptions
 from llara.training.options import LORA_SHORT
 from llara.training.pretrain.options import PretrainOptions
@@ -234,3 +235,32 @@ def pairs(
     skipped = "; skipped documents: " + ", ".join(f"{n} {why}" for why, n in s.skipped.items()) if s.skipped else ""
     line = f"wrote {output}: {s.rows} rows ({sources} queries), {s.negatives} negatives{skipped}"
     console.print(line, soft_wrap=True)
+
+
+def pipeline(
+    corpus: Annotated[Path, typer.Option(help="corpus.jsonl (BEIR: _id, title, text); no labels needed")],
+    output: Annotated[
+        Path, typer.Option(help="folder for the model, index, pairs and pipeline.json (rerun to resume)")
+    ],
+    model: Model = PipelineOptions.model,
+    pretrain_minutes: Annotated[
+        float, typer.Option(help="EBAE + EBAR adaptation budget")
+    ] = PipelineOptions.pretrain_minutes,
+    finetune_minutes: Annotated[
+        float, typer.Option(help="contrastive fine-tuning budget")
+    ] = PipelineOptions.finetune_minutes,
+) -> None:
+    """A corpus, no labels: adapt -> weak pairs -> fine-tune -> encode -> index, then a held-out check."""
+    from llara.experiments.pipeline import run_pipeline
+    from llara.reporting import pipeline_table
+
+    opts = PipelineOptions(model=model, pretrain_minutes=pretrain_minutes, finetune_minutes=finetune_minutes)
+    report = run_pipeline(corpus, output, opts, console)
+    console.print(pipeline_table(report))
+    console.print(
+        f"search: llara search --model {report['model']} --index {report['index']} --corpus {corpus} "
+        "--queries QUERIES.jsonl --output run.trec --method hybrid\n"
+        f"with judgements: llara evaluate --model {report['model']} --data DIR --output OUT --method hybrid "
+        "(DIR in BEIR layout: corpus.jsonl, queries.jsonl, qrels/test.tsv)",
+        soft_wrap=True,
+    )

@@ -45,6 +45,7 @@ class MineSummary:
     short: int = 0  # rows with fewer negatives than asked (small corpus or narrow range)
     skipped: dict[str, int] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)  # `llara pairs`: rows per query source
+    held_out: int = 0  # documents kept out of the rows (`llara pipeline`'s weak-pair check)
 
 
 # ---------------------------------------------------------------------------------------- mine
@@ -118,8 +119,11 @@ def pairs(
     negatives: int = 15,
     rank_range: str = "0-50",
     seed: int = 42,
+    hold_out: frozenset[str] = frozenset(),
 ) -> MineSummary:
-    """Weak supervision from an unlabeled BEIR corpus.jsonl: one row per usable document."""
+    """Weak supervision from an unlabeled BEIR corpus.jsonl: one row per usable document. Documents in
+    `hold_out` give no row (they may still be another row's negative): `llara pipeline` keeps the
+    documents of its weak-pair check (llara.calibration) out of training, so the check stays held out."""
     from llara.data.beir import read_corpus
     from llara.retrieval.bm25 import BM25
 
@@ -131,6 +135,9 @@ def pairs(
     summary = MineSummary()
     made: dict[str, tuple[str, str, str]] = {}
     for doc_id, doc in corpus.items():
+        if doc_id in hold_out:
+            summary.held_out += 1
+            continue
         pair = make_pair(doc, query_mode, rng)
         if pair is None:
             reason = SKIP_REASON[query_mode]

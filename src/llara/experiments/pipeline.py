@@ -1,0 +1,131 @@
+"""`llara pipeline`: a corpus and no labels in, a fine-tuned model and a searchable index out.
+
+Stages, each the job its own command runs at that command's defaults (OUTPUT/stages/<name>.json records
+a finished one; a rerun skips it, and training resumes from its checkpoints):
+
+  adapt     EBAE + EBAR on the corpus text (`llara pretrain`), --pretrain-minutes
+  pairs     weak pairs from the corpus (`llara pairs`), the documents of the check below held out
+  finetune  contrastive fine-tuning of the adapted model on them (`llara finetune`), --finetune-minutes
+  encode    the corpus with the fine-tuned model (`llara encode`)
+  index     a FAISS index of it (`llara index`, its type by size)
+  check     BM25, the model and the default hybrid on held-out weak pairs (llara.calibration)
+
+The check is the honest signal a corpus without labels allows: documents none of the training rows
+came from, each giving a query (title, sentence or span) whose one relevant document is the rest of it.
+They are the first documents of the sample `--fusion auto` measures on later (same seed): all of it
+where the corpus has 1,500 documents or more, a fifth of the corpus below that (the rest trains), so
+on a small corpus the later choice also reads documents the model was fine-tuned on. How far the signal tracks real
+judgements on the development suite is in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from llara.data.io import write_json
+from llara.experiments.demo import SAVE_EVERY, Stages, finished
+from llara.training.options import interrupted
+
+HELD_OUT_PART = 5  # at most 1 / HELD_OUT_PART of the documents are held out of training for the check
+
+
+@dataclass
+class PipelineOptions:
+    """`llara pipeline`'s settings; every other setting is the stage's own command's default."""
+
+    model: str = "smollm2"
+    pretrain_minutes: float = 12.0
+    finetune_minutes: float = 12.0
+
+
+def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Console) -> dict:
+    """Run (or resume) every stage; returns what OUTPUT/pipeline.json holds."""
+    from llara.calibration import WEAK_PAIRS, measure_on_weak_pairs, sample_weak_pairs, weigh
+    from llara.data.beir import read_corpus
+
+    docs = read_corpus(corpus)  # every row validated before anything runs
+    # the first documents of the check's seeded sample, at most a fifth of the corpus: the rest trains
+    held_out = frozenset(sample_weak_pairs(docs, min(WEAK_PAIRS, len(docs) // HELD_OUT_PART))[0])
+    stages = Stages(output / "stages", console)
+    adapted, model, pairs_file = output / "adapted", output / "model", output / "pairs.jsonl"
+    embeddings, index_dir = output / "embeddings", output / "index"
+
+    def adapt() -> dict:
+        from llara.training.pretrain.options import PretrainOptions
+        from llara.training.pretrain.trainer import run_pretrain
+
+        if not finished(adapted):
+            resume = interrupted(adapted)  # a run killed mid-way left checkpoints beside its target
+            options = PretrainOptions(
+                output=adapted, resume=resume, save_every=SAVE_EVERY, max_time=opts.pretrain_minutes
+            )
+            run_pretrain(opts.model, corpus, options)
+        return {"model": str(adapted)}
+
+    def weak_pairs() -> dict:
+        from llara.training.mining import pairs
+
+        return asdict(pairs(corpus, pairs_file, hold_out=held_out))
+
+    def fine_tune() -> dict:
+        from llara.training.finetune.options import FinetuneOptions
+        from llara.training.finetune.trainer import finetune
+
+        record = {"model": str(model), "steps": None}
+        if not finished(model):
+            options = FinetuneOptions(
+                output=model, resume=interrupted(model), save_every=SAVE_EVERY, max_time=opts.finetune_minutes
+            ).resolve()
+            record["steps"] = finetune(str(adapted), pairs_file, options)["steps"]
+        return record
+
+    def encode() -> dict:
+        from llara.inference.corpus import encode_corpus_file
+        from llara.inference.encoder import LlaraEncoder
+
+        encoder = LlaraEncoder.from_pretrained(model)
+        manifest = encode_corpus_file(encoder, corpus, embeddings, resume=embeddings.exists())
+        return {"embeddings": str(embeddings), "rows": manifest["rows"]}
+
+    def index() -> dict:
+        from llara.retrieval.index import build_index
+
+        meta = build_index(embeddings, index_dir)
+        return {"index": str(index_dir), "type": meta["index_type"], "count": meta["count"]}
+
+    def check() -> dict:
+        from llara.inference.encoder import LlaraEncoder
+        from llara.retrieval.index import DenseIndex
+
+        found = DenseIndex(index_dir)
+        encoder = LlaraEncoder.from_pretrained(model, recipe=found.meta["recipe"])
+        runs = measure_on_weak_pairs(docs, encoder, found.search, found.ids, n=len(held_out))
+        if runs is None:
+            return {"weak_pairs": None}
+        evidence = weigh(runs)
+        return {"weak_pairs": evidence.to_dict(), "held_out_of_training": len(held_out)}
+
+    done = {
+        "adapt": stages.run("adapt", f"EBAE + EBAR adaptation of {opts.model} on the corpus", adapt),
+        "pairs": stages.run("pairs", f"weak pairs, the {len(held_out)} documents of the check held out", weak_pairs),
+        "finetune": stages.run("finetune", "contrastive fine-tuning of the adapted model on the weak pairs", fine_tune),
+        "encode": stages.run("encode", "encode the corpus with the fine-tuned model", encode),
+        "index": stages.run("index", "index the embeddings", index),
+        "check": stages.run("check", "BM25, the model and the hybrid on the held-out weak pairs", check),
+    }
+    report = {
+        "corpus": str(corpus),
+        "options": asdict(opts),
+        "model": str(model),
+        "index": str(index_dir),
+        "index_type": done["index"]["type"],
+        "pairs": {k: done["pairs"][k] for k in ("rows", "sources", "skipped", "held_out")},
+        "finetune_steps": done["finetune"]["steps"],
+        "check": done["check"],
+        "minutes": {name: stage["minutes"] for name, stage in done.items()},
+    }
+    write_json(output / "pipeline.json", report)
+    return report
