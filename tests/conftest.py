@@ -46,6 +46,26 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
+class BagOfWords:
+    """A stand-in encoder: L2-normalised counts of WORDS (lower-cased, full stops dropped); no model, instant."""
+
+    def _embed(self, texts):
+        import numpy as np
+
+        emb = np.zeros((len(texts), len(WORDS)), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().replace(".", " ").split():
+                if w in WORDS:
+                    emb[i, WORDS.index(w)] += 1
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)
+
+    def encode_corpus(self, docs, **kwargs):
+        return self._embed([f"{d['title']} {d['text']}" for d in docs])
+
+    def encode_queries(self, queries, **kwargs):
+        return self._embed(list(queries))
+
+
 def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: list[tuple[str, str, int]]) -> Path:
     """Write a small BEIR folder; rows are written verbatim so tests can plant bad input."""
     folder.mkdir(parents=True, exist_ok=True)

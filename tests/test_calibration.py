@@ -15,25 +15,7 @@ from llara.evaluation import evaluate_hybrid
 from llara.retrieval.dense import flat_index, search
 from llara.retrieval.fusion import Fusion, fuse
 from llara.scoring import per_query_scores
-from tests.conftest import WORDS
-
-
-class BagOfWords:
-    """A stand-in encoder: L2-normalised word counts over WORDS (no model, instant)."""
-
-    def _embed(self, texts):
-        emb = np.zeros((len(texts), len(WORDS)), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().replace(".", " ").split():
-                if w in WORDS:
-                    emb[i, WORDS.index(w)] += 1
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)
-
-    def encode_corpus(self, docs, **kwargs):
-        return self._embed([f"{d['title']} {d['text']}" for d in docs])
-
-    def encode_queries(self, queries, **kwargs):
-        return self._embed(list(queries))
+from tests.conftest import WORDS, BagOfWords
 
 
 def sentences_corpus(n: int = 60, seed: int = 0) -> dict[str, dict[str, str]]:

@@ -20,7 +20,7 @@ from llara.retrieval.fusion import (
     score_fusion,
 )
 from llara.retrieval.runs import read_trec_run
-from tests.conftest import WORDS, write_beir
+from tests.conftest import WORDS, BagOfWords, write_beir
 
 A = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}, "q2": {"d1": 1.0}}
 B = {"q1": {"d3": 9.0, "d2": 5.0, "d4": 1.0}, "q2": {"d2": 2.0}}
@@ -105,24 +105,6 @@ def test_tune_weight_picks_the_best_weight_on_the_given_judgements():
 
 
 # ------------------------------------------------------------------------------ end to end, small data
-class BagOfWords:
-    """A stand-in encoder: L2-normalised word counts over WORDS (no model, instant)."""
-
-    def _embed(self, texts):
-        emb = np.zeros((len(texts), len(WORDS)), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.split():
-                if w in WORDS:
-                    emb[i, WORDS.index(w)] += 1
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-9)
-
-    def encode_corpus(self, docs, **kwargs):
-        return self._embed([f"{d['title']} {d['text']}" for d in docs])
-
-    def encode_queries(self, queries, **kwargs):
-        return self._embed(list(queries))
-
-
 @pytest.fixture
 def small_beir(tmp_path):
     """40 documents of random WORDS; test queries q0-q5 and dev queries q6-q11, each 4 words of its document."""

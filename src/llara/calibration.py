@@ -131,23 +131,14 @@ def measure_on_weak_pairs(
     return WeakPairRuns(bm25, dense, qrels, sources)
 
 
-def choose_fusion(
-    corpus: dict[str, dict[str, str]],
-    encoder,
-    dense_search: DenseSearch,
-    doc_ids: list[str],
-    n: int = WEAK_PAIRS,
-    seed: int = SEED,
-    batch_size: int = 32,
-    max_tokens_per_batch: int | None = None,
-) -> Fusion:
-    """`--fusion auto`: the weighted RRF whose dense weight scores best on held-out weak pairs (0: BM25
-    alone). A corpus that gives no pair (every record a few words) keeps equal weights, with a warning."""
-    measured = measure_on_weak_pairs(corpus, encoder, dense_search, doc_ids, n, seed, batch_size, max_tokens_per_batch)
-    if measured is None:
+def choose_fusion(runs: WeakPairRuns | None) -> Fusion:
+    """`--fusion auto`: the weighted RRF whose dense weight scores best on the weak pairs
+    (`measure_on_weak_pairs`; 0: BM25 alone). A corpus that gives no pair (every record a few words)
+    keeps equal weights, with a warning."""
+    if runs is None:
         log.warning("fusion auto: no document gives a weak pair (all too short); equal-weight RRF")
         return Fusion("rrf")
-    evidence = weigh(measured)
+    evidence = weigh(runs)
     return Fusion("auto", evidence.weight, weight_source="weak pairs", evidence=evidence.to_dict())
 
 

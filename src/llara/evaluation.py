@@ -54,9 +54,11 @@ def evaluate_dense(
     max_tokens_per_batch: int | None = None,
 ) -> Evaluation:
     """Encode corpus and queries, exact inner-product FAISS search, score the top k."""
-    from llara.retrieval.dense import exact_run
+    from llara.retrieval.dense import exact_search
 
-    run, timings = exact_run(encoder, data.corpus, data.queries, k, batch_size, show_progress_bar, max_tokens_per_batch)
+    run, timings, _ = exact_search(
+        encoder, data.corpus, data.queries, k, batch_size, show_progress_bar, max_tokens_per_batch
+    )
     return _scored(run, data.qrels, timings)
 
 
@@ -90,7 +92,7 @@ def evaluate_hybrid(
     The chosen weight is set on `fusion`."""
     from dataclasses import replace
 
-    from llara.calibration import choose_fusion
+    from llara.calibration import choose_fusion, measure_on_weak_pairs
     from llara.retrieval.dense import exact_search
     from llara.retrieval.fusion import fuse
 
@@ -110,7 +112,8 @@ def evaluate_hybrid(
     info: dict = {}
     t0 = time.perf_counter()
     if fusion.method == "auto":
-        chosen = choose_fusion(data.corpus, encoder, encoded.search, encoded.doc_ids, batch_size=batch_size)
+        weak = measure_on_weak_pairs(data.corpus, encoder, encoded.search, encoded.doc_ids, batch_size=batch_size)
+        chosen = choose_fusion(weak)
         for name in ("method", "weight", "weight_source", "evidence"):
             setattr(fusion, name, getattr(chosen, name))
     if tune is not None:

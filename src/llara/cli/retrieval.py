@@ -148,10 +148,10 @@ def search(
             trust_remote_code=trust_remote_code,
         )
         if fuse and fuse.method == "auto":
-            from llara.calibration import choose_fusion
+            from llara.calibration import choose_fusion, measure_on_weak_pairs
 
             dense.check_encoder(encoder)
-            fuse = choose_fusion(docs, encoder, dense.search, dense.ids, batch_size=batch_size)
+            fuse = choose_fusion(measure_on_weak_pairs(docs, encoder, dense.search, dense.ids, batch_size=batch_size))
             console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
         if fuse:
             run = hybrid_search(found, docs, dense, encoder, fuse, top_k, batch_size, max_tokens_per_batch)

@@ -256,12 +256,12 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
     ev["ft-adapted"] = evaluation("ft-adapted", "evaluate the adapted + fine-tuned model", lambda: dense(finetuned))
 
     def hybrid_weight() -> dict:
-        from llara.calibration import choose_fusion
+        from llara.calibration import choose_fusion, measure_on_weak_pairs
         from llara.retrieval.dense import EncodedCorpus, flat_index
 
         encoder = encoder_for(finetuned)
         docs = EncodedCorpus(list(data.corpus), flat_index(encoder.encode_corpus(list(data.corpus.values()))))
-        return choose_fusion(data.corpus, encoder, docs.search, docs.doc_ids).to_dict()
+        return choose_fusion(measure_on_weak_pairs(data.corpus, encoder, docs.search, docs.doc_ids)).to_dict()
 
     chosen = stages.run("hybrid_weight", "the hybrid's dense weight, chosen on held-out weak pairs", hybrid_weight)
     # The hybrid: the two runs as written (a resumed demo fuses what it reads back, as a fresh one).

@@ -81,17 +81,3 @@ def exact_search(
         "docs_per_s": len(doc_ids) / max(t1 - t0, 1e-9),
     }
     return run, timings, encoded
-
-
-def exact_run(
-    encoder,
-    corpus: dict[str, dict[str, str]],
-    queries: dict[str, str],
-    k: int = 1000,
-    batch_size: int = 32,
-    show_progress_bar: bool = True,
-    max_tokens_per_batch: int | None = None,
-) -> tuple[Run, dict[str, float]]:
-    """`exact_search` without the encoded corpus: (top-k run, timings)."""
-    run, timings, _ = exact_search(encoder, corpus, queries, k, batch_size, show_progress_bar, max_tokens_per_batch)
-    return run, timings

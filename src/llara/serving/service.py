@@ -101,9 +101,9 @@ class Service:
 
         if self.opts.fusion != "auto":
             return Fusion(self.opts.fusion)
-        from llara.calibration import choose_fusion
+        from llara.calibration import choose_fusion, measure_on_weak_pairs
 
-        fusion = choose_fusion(docs, self.encoder, self.index.search, self.index.ids)
+        fusion = choose_fusion(measure_on_weak_pairs(docs, self.encoder, self.index.search, self.index.ids))
         log.info("hybrid search: %s", fusion.describe())
         return fusion
 

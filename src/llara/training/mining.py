@@ -56,10 +56,10 @@ def retrieve(model: str, data, k: int, batch_size: int = 32, **encoder_kwargs) -
 
         return BM25.run(data.corpus, data.queries, k)
     from llara.inference.encoder import LlaraEncoder
-    from llara.retrieval.dense import exact_run
+    from llara.retrieval.dense import exact_search
 
     encoder = LlaraEncoder.from_pretrained(model, **encoder_kwargs)
-    return exact_run(encoder, data.corpus, data.queries, k, batch_size)[0]
+    return exact_search(encoder, data.corpus, data.queries, k, batch_size)[0]
 
 
 def mine(
