@@ -143,4 +143,4 @@ def test_joint_pass_equals_two_passes_smollm2(smollm2_dir):
         _, parts_s = two_pass_loss(model, *collator.separate(features))
     for k in parts_j:
         assert torch.allclose(parts_j[k], parts_s[k], atol=1e-4), k
-    assert 5.0 < parts_j["ebae"].item() < 12.0  # near METHOD.md's ~8.4 start, below ln(49152) + margin
+    assert 5.0 < parts_j["ebae"].item() < 12.0  # near docs/method.md's ~8.4 start, below ln(49152) + margin

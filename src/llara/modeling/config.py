@@ -25,7 +25,7 @@ from llara.modeling.recipes import BUILTIN_RECIPES, Recipe, builtin_recipe, load
 from llara.version import __version__
 
 CONFIG_NAME = "llara.json"
-# The one home of the encoding defaults (the reference's query length; passages as in METHOD.md).
+# The one home of the encoding defaults (the reference's query length; passages as in docs/method.md).
 DEFAULT_RECIPE = "reference"
 DEFAULT_QUERY_MAX_LENGTH = 64
 DEFAULT_PASSAGE_MAX_LENGTH = 256

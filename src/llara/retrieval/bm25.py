@@ -1,4 +1,4 @@
-"""BM25 with bm25s: lowercase, English stop words (the reference point of METHOD.md)."""
+"""BM25 with bm25s: lowercase, English stop words (the reference point of docs/method.md)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ CONTRASTIVE = (  # what is specific to fine-tuning, recorded in the model's llar
 # The fine-tuning defaults come in two profiles, picked by the device the run trains on; a flag given
 # on the command line always wins. Where they came from: benchmarks/RESULTS.md.
 PROFILES: dict[str, dict] = {
-    # The paper's 7B GPU recipe (METHOD.md): 15 hard negatives a query, 64/160 tokens, LoRA rate 3e-4.
+    # The paper's 7B GPU recipe (docs/method.md): 15 hard negatives a query, 64/160 tokens, LoRA rate 3e-4.
     "gpu": {"group_size": 16, "query_max_length": 64, "passage_max_length": 160, "lr": 3e-4},
     # Sized for a CPU: one hard negative a query (the batch's other passages are negatives too), short
     # texts and a high LoRA rate, so that 12 minutes on 2 cores make ~110 steps instead of one.
