@@ -18,7 +18,9 @@ weak-pair signal (dense vs BM25 on the weak pairs) beside the real one, to see h
     python benchmarks/bench_fusion_suite.py --out /tmp/fusion-raw                      # the raw model
     python benchmarks/bench_fusion_suite.py --out /tmp/fusion-3x3 --pretrain-minutes 3 --finetune-minutes 3
 
-Writes OUT/suite.json and OUT/suite.md; a collection already in OUT/<name>/result.json is reused.
+Writes each collection's runs (judged queries and weak pairs) to OUT/<name>/, then OUT/suite.json and
+OUT/suite.md; a collection whose runs are there (OUT/<name>/encoded.json) is not encoded again, only
+fused, so a new rule costs seconds.
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from llara.calibration import WEIGHTS, measure_on_weak_pairs, weigh
+from llara.calibration import WEIGHTS, WeakPairRuns, measure_on_weak_pairs, weigh
 from llara.comparison import permutation_pvalue
 from llara.data.beir import load_beir
 from llara.evaluation import evaluate_bm25
 from llara.inference.encoder import LlaraEncoder
 from llara.retrieval.dense import exact_search
 from llara.retrieval.fusion import Fusion, fuse
-from llara.scoring import mean_scores, per_query_scores
+from llara.retrieval.runs import read_trec_run, write_trec_run
+from llara.scoring import per_query_scores
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUITE = ("cisi", "medline", "cacm", "lisa", "time", "adi")
@@ -78,55 +81,63 @@ def train(name: str, folder: Path, pretrain_minutes: float, finetune_minutes: fl
     return str(ft), minutes
 
 
-def collection(name: str, model: str, k: int = 1000) -> dict:
+def encode_runs(name: str, model: str, folder: Path, k: int = 1000) -> dict:
+    """BM25's and the dense model's runs of the judged queries and of the held-out weak pairs, written
+    to `folder` (TREC runs, weak-pair qrels), so every fusion rule can be computed from them later."""
     data = load_beir(DATA / name)
     encoder = LlaraEncoder.from_pretrained(model)
     t = time.perf_counter()
     bm25 = evaluate_bm25(data, k).run
     dense, timings, encoded = exact_search(encoder, data.corpus, data.queries, k)
-    weak_runs = measure_on_weak_pairs(data.corpus, encoder, encoded.search, encoded.doc_ids)
+    weak = measure_on_weak_pairs(data.corpus, encoder, encoded.search, encoded.doc_ids)
+    for file, run in (("bm25", bm25), ("dense", dense), ("weak-bm25", weak.bm25), ("weak-dense", weak.dense)):
+        write_trec_run(folder / f"{file}.trec", run)
+    (folder / "weak-qrels.json").write_text(json.dumps({"qrels": weak.qrels, "sources": weak.sources}))
+    return {"seconds": time.perf_counter() - t, "encode_corpus_s": timings["encode_corpus_s"]}
+
+
+def collection(name: str, folder: Path, k: int = 1000) -> dict:
+    """Every rule fused from the saved runs, each against BM25 on the judged queries."""
+    data = load_beir(DATA / name)
+    bm25, dense = read_trec_run(folder / "bm25.trec"), read_trec_run(folder / "dense.trec")
+    saved = json.loads((folder / "weak-qrels.json").read_text())
+    weak_runs = WeakPairRuns(
+        read_trec_run(folder / "weak-bm25.trec"),
+        read_trec_run(folder / "weak-dense.trec"),
+        saved["qrels"],
+        saved["sources"],
+    )
     weak = weigh(weak_runs)
-    seconds = time.perf_counter() - t
 
-    def per_query(run) -> np.ndarray:
-        scores = per_query_scores(run, data.qrels, (METRIC,))
-        return np.array([scores[q][METRIC] for q in sorted(data.qrels)])
-
-    def weak_score(run) -> np.ndarray:
-        scores = per_query_scores(run, weak_runs.qrels, (METRIC,))
-        return np.array([scores[q][METRIC] for q in sorted(weak_runs.qrels)])
+    def per_query(run, qrels=data.qrels) -> np.ndarray:
+        scores = per_query_scores(run, qrels, (METRIC,))
+        return np.array([scores[q][METRIC] for q in sorted(qrels)])
 
     # auto-gated: BM25 alone unless the chosen fusion beats BM25 on the weak pairs, significantly
-    chosen = weak_score(fuse(weak_runs.bm25, weak_runs.dense, Fusion("rrf", weak.weight), 100))
-    p_weak, _ = permutation_pvalue(chosen, weak_score(weak_runs.bm25))
+    chosen = per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("rrf", weak.weight), 100), weak_runs.qrels)
+    p_weak, _ = permutation_pvalue(chosen, per_query(weak_runs.bm25, weak_runs.qrels))
     gated = weak.weight if chosen.mean() > weak.bm25 and p_weak < 0.05 else 0.0
     # score fusion: its weight picked on the same weak pairs (ties: the smaller weight)
     score_grid = {
-        w: mean_scores(
-            per_query_scores(
-                fuse(weak_runs.bm25, weak_runs.dense, Fusion("score", w), 100), weak_runs.qrels, (METRIC,)
-            ),
-            (METRIC,),
-        )[METRIC]
+        w: per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("score", w), 100), weak_runs.qrels).mean()
         for w in WEIGHTS
     }
     score_w = min(WEIGHTS, key=lambda w: (-round(score_grid[w], 12), w))
-    oracle_grid = {w: per_query(fuse(bm25, dense, Fusion("rrf", w), k)).mean() for w in WEIGHTS}
-    oracle_w = min(WEIGHTS, key=lambda w: (-round(oracle_grid[w], 12), w))
+    grid = {w: per_query(fuse(bm25, dense, Fusion("rrf", w), k)) for w in WEIGHTS}
+    oracle_w = min(WEIGHTS, key=lambda w: (-round(grid[w].mean(), 12), w))
 
     runs = {
-        "bm25": bm25,
-        "dense": dense,
-        "rrf": fuse(bm25, dense, Fusion("rrf"), k),
-        "auto": fuse(bm25, dense, Fusion("rrf", weak.weight), k),
-        "auto-gated": fuse(bm25, dense, Fusion("rrf", gated), k),
-        "score-weak": fuse(bm25, dense, Fusion("score", score_w), k),
-        "oracle": fuse(bm25, dense, Fusion("rrf", oracle_w), k),
+        "bm25": per_query(bm25),
+        "dense": per_query(dense),
+        "rrf": per_query(fuse(bm25, dense, Fusion("rrf"), k)),
+        "auto": grid[weak.weight],
+        "auto-gated": grid[gated],
+        "score-weak": per_query(fuse(bm25, dense, Fusion("score", score_w), k)),
+        "oracle": grid[oracle_w],
     }
-    base = per_query(bm25)
+    base = runs["bm25"]
     rows = {}
-    for rule, run in runs.items():
-        x = per_query(run)
+    for rule, x in runs.items():
         p = permutation_pvalue(x, base)[0] if rule != "bm25" else None
         rows[rule] = {"mean": float(x.mean()), "vs_bm25": float(x.mean() / max(base.mean(), 1e-9)), "p": p}
     return {
@@ -140,9 +151,7 @@ def collection(name: str, model: str, k: int = 1000) -> dict:
             "p_fused_vs_bm25": p_weak,
             "score_grid": {f"{w:g}": v for w, v in score_grid.items()},
         },
-        "oracle_grid": {f"{w:g}": float(v) for w, v in oracle_grid.items()},
-        "evaluate_seconds": seconds,
-        "encode_corpus_s": timings["encode_corpus_s"],
+        "rrf_grid": {f"{w:g}": float(v.mean()) for w, v in grid.items()},
     }
 
 
@@ -203,15 +212,17 @@ def main() -> None:
     results = []
     for name in args.collections.split(","):
         folder = args.out / name
-        saved = folder / "result.json"
-        if not saved.is_file():
+        done = folder / "encoded.json"
+        if not done.is_file():
             folder.mkdir(parents=True, exist_ok=True)
             model, minutes = args.model, {}
             if args.pretrain_minutes is not None:
                 model, minutes = train(name, folder, args.pretrain_minutes, args.finetune_minutes)
-            result = collection(name, model) | {"model": model, "training_minutes": minutes}
-            saved.write_text(json.dumps(result, indent=1))
-        results.append(json.loads(saved.read_text()))
+            timing = encode_runs(name, model, folder)
+            done.write_text(json.dumps({"model": model, "training_minutes": minutes, **timing}))
+        result = collection(name, folder) | json.loads(done.read_text())
+        (folder / "result.json").write_text(json.dumps(result, indent=1))
+        results.append(result)
         r = results[-1]
         print(name, {c: round(v["mean"], 3) for c, v in r["rows"].items()}, "weights", r["weights"], flush=True)
     trained = (
