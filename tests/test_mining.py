@@ -161,3 +161,14 @@ def test_mine_with_a_dense_model(tiny_model_dir, arxiv_subset, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     got = rows(out)
     assert len(got) == 10 and all(len(r["neg"]) == 15 and not set(r["neg_ids"]) & set(r["pos_ids"]) for r in got)
+
+
+def test_a_text_without_capitals_splits_at_every_full_stop():
+    from llara.data.weak_pairs import split_sentences
+
+    lower = "glucose levels were measured in plasma . the levels were higher at delivery . no effect was seen here ."
+    assert len(split_sentences(lower)) == 3  # MEDLINE's records: all lower case, " . " between sentences
+    mixed = "We use e.g. the methods of Smith here. Then we test them on data."
+    assert split_sentences(mixed) == ["We use e.g. the methods of Smith here.", "Then we test them on data."]
+    query, positive, source = make_pair({"title": "", "text": lower}, "auto", random.Random(0))
+    assert source == "sentence" and query in lower and query not in positive

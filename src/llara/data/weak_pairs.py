@@ -13,6 +13,7 @@ import re
 from llara.data.beir import format_document
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+SENTENCE_LOWER = re.compile(r"(?<=[.!?])\s+")  # a text in lower case only (MEDLINE): any full stop ends one
 
 
 def normalized(text: str) -> str:
@@ -34,7 +35,10 @@ def strip_title(title: str, text: str) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in SENTENCE.split(text) if len(s.split()) >= 4]
+    """Sentences of 4 words or more. A capital after the full stop marks a boundary (so "e.g. the" is
+    not one), except in a text with no capital at all, where every full stop does."""
+    pattern = SENTENCE_LOWER if text == text.lower() else SENTENCE
+    return [s.strip() for s in pattern.split(text) if len(s.split()) >= 4]
 
 
 PAIR_SOURCES = ("title", "sentence", "span")  # what `--query auto` tries for each document, in order
