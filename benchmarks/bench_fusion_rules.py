@@ -83,7 +83,7 @@ def main() -> None:
     rules = {
         "bm25": lambda c: 0.0,
         "rrf": lambda c: 0.5,
-        "weak-argmax": lambda c: c["weak"].weight,
+        "weak-argmax": lambda c: c["weak"].best_on_pairs,
         "guard (T left out)": lambda c: guard(c, chosen_t[c["collection"]]),
         **{f"guard-{t:g}": (lambda c, t=t: guard(c, t)) for t in THRESHOLDS},
         "oracle": lambda c: max(WEIGHTS, key=lambda w: (c["grid"][w].mean(), -w)),

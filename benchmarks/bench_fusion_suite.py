@@ -5,11 +5,13 @@ pairs`, `llara pretrain --max-time P`, `llara finetune --max-time F`, each run a
 types), then BM25 and the dense model retrieve the judged queries, and every fusion rule fuses the
 same two runs:
 
-  rrf          equal-weight reciprocal rank fusion (k = 60), the default before issue 26
-  auto         weighted RRF, the dense weight chosen on held-out weak pairs (`--fusion auto`, the default)
-  auto-gated   auto, but BM25 alone unless the chosen fusion beats BM25 on the weak pairs (p < 0.05)
-  score-weak   min-max score fusion, its weight chosen on the same weak pairs
-  oracle       weighted RRF at the weight best on the test judgements: an upper bound, never a default
+  rrf           equal-weight reciprocal rank fusion (k = 60), the default before issue 26
+  auto          `--fusion auto`, the default: equal-weight RRF, or BM25 alone where the dense model
+                scores below llara.calibration.GUARD x BM25 on held-out weak pairs
+  weak-argmax   weighted RRF at the dense weight that fuses best on the weak pairs
+  argmax-gated  weak-argmax, but BM25 alone unless it beats BM25 on the weak pairs (p < 0.05)
+  score-weak    min-max score fusion, its weight chosen on the same weak pairs
+  oracle        weighted RRF at the weight best on the test judgements: an upper bound, never a default
 
 Each rule and the dense model against BM25: the mean nDCG@10 and a two-sided paired randomization test
 over the collection's queries (llara.comparison). Macro averages over the collections. Also the
@@ -47,7 +49,7 @@ from llara.scoring import per_query_scores
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUITE = ("cisi", "medline", "cacm", "lisa", "time", "adi")
 METRIC = "nDCG@10"
-RULES = ("rrf", "auto", "auto-gated", "score-weak", "oracle")
+RULES = ("rrf", "auto", "weak-argmax", "argmax-gated", "score-weak", "oracle")
 
 
 def llara(*args: str) -> float:
@@ -113,10 +115,11 @@ def collection(name: str, folder: Path, k: int = 1000) -> dict:
         scores = per_query_scores(run, qrels, (METRIC,))
         return np.array([scores[q][METRIC] for q in sorted(qrels)])
 
-    # auto-gated: BM25 alone unless the chosen fusion beats BM25 on the weak pairs, significantly
-    chosen = per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("rrf", weak.weight), 100), weak_runs.qrels)
+    # argmax-gated: BM25 alone unless the pairs' best fusion beats BM25 on the weak pairs, significantly
+    argmax = weak.best_on_pairs
+    chosen = per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("rrf", argmax), 100), weak_runs.qrels)
     p_weak, _ = permutation_pvalue(chosen, per_query(weak_runs.bm25, weak_runs.qrels))
-    gated = weak.weight if chosen.mean() > weak.bm25 and p_weak < 0.05 else 0.0
+    gated = argmax if chosen.mean() > weak.bm25 and p_weak < 0.05 else 0.0
     # score fusion: its weight picked on the same weak pairs (ties: the smaller weight)
     score_grid = {
         w: per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("score", w), 100), weak_runs.qrels).mean()
@@ -131,7 +134,8 @@ def collection(name: str, folder: Path, k: int = 1000) -> dict:
         "dense": per_query(dense),
         "rrf": per_query(fuse(bm25, dense, Fusion("rrf"), k)),
         "auto": grid[weak.weight],
-        "auto-gated": grid[gated],
+        "weak-argmax": grid[argmax],
+        "argmax-gated": grid[gated],
         "score-weak": per_query(fuse(bm25, dense, Fusion("score", score_w), k)),
         "oracle": grid[oracle_w],
     }
@@ -145,7 +149,13 @@ def collection(name: str, folder: Path, k: int = 1000) -> dict:
         "queries": len(data.qrels),
         "documents": len(data.corpus),
         "rows": rows,
-        "weights": {"auto": weak.weight, "auto-gated": gated, "score-weak": score_w, "oracle": oracle_w},
+        "weights": {
+            "auto": weak.weight,
+            "weak-argmax": argmax,
+            "argmax-gated": gated,
+            "score-weak": score_w,
+            "oracle": oracle_w,
+        },
         "weak_pairs": {
             **weak.to_dict(),
             "p_fused_vs_bm25": p_weak,
