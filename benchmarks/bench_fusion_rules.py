@@ -6,13 +6,15 @@ the judged queries. Rules compared, every one of them reported:
 
   bm25          weight 0
   rrf           weight 0.5 (equal-weight RRF)
-  weak-argmax   the weight best on the weak pairs
+  auto          the weight best on the weak pairs (`--fusion auto`, the default)
   guard-T       0.5, or 0 (BM25 alone) where the dense model's weak-pair nDCG@10 is below T x BM25's
+  fixed-W       weight W whatever the pairs say
+  W+guard       weight W, or 0 below the guard T: (W, T) chosen leave-one-collection-out
   oracle        the weight best on the judged queries: an upper bound, never a rule
 
-The guard's threshold T is chosen leave-one-collection-out: for each collection, the T (of 0.3..0.9)
-with the best mean ratio to BM25 over the other collections (all models), then applied to it. So no
-collection's judgements choose its own setting.
+Settings chosen leave-one-collection-out: for each collection, the setting with the best mean ratio
+to BM25 over the other collections (all models), then applied to it. So no collection's judgements
+choose its own setting.
 
     python benchmarks/bench_fusion_rules.py /tmp/fusion-3x3 /tmp/fusion-raw
 """
@@ -34,6 +36,7 @@ from llara.scoring import per_query_scores
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FIXED = (0.1, 0.2, 0.3, 0.4)
 
 
 def case(folder: Path) -> dict:
@@ -65,8 +68,8 @@ def case(folder: Path) -> dict:
     }
 
 
-def guard(c: dict, t: float) -> float:
-    return 0.0 if c["ratio"] < t else 0.5
+def guard(c: dict, t: float, w: float = 0.5) -> float:
+    return 0.0 if c["ratio"] < t else w
 
 
 def main() -> None:
@@ -76,16 +79,22 @@ def main() -> None:
     def gain(c: dict, w: float) -> float:
         return c["grid"][w].mean() / max(c["grid"][0.0].mean(), 1e-9)
 
-    chosen_t = {}
+    chosen_t, chosen_wt = {}, {}
+    pairs = [(w, t) for w in (*FIXED, 0.5) for t in (0.0, *THRESHOLDS)]
     for name in collections:
         others = [c for c in cases if c["collection"] != name]
         chosen_t[name] = max(THRESHOLDS, key=lambda t: (np.mean([gain(c, guard(c, t)) for c in others]), -t))
+        chosen_wt[name] = max(
+            pairs, key=lambda wt: (np.mean([gain(c, guard(c, wt[1], wt[0])) for c in others]), -wt[1])
+        )
     rules = {
         "bm25": lambda c: 0.0,
         "rrf": lambda c: 0.5,
-        "weak-argmax": lambda c: c["weak"].best_on_pairs,
+        "auto": lambda c: c["weak"].weight,
         "guard (T left out)": lambda c: guard(c, chosen_t[c["collection"]]),
         **{f"guard-{t:g}": (lambda c, t=t: guard(c, t)) for t in THRESHOLDS},
+        **{f"fixed-{w:g}": (lambda c, w=w: w) for w in FIXED},
+        "W+guard (left out)": lambda c: guard(c, chosen_wt[c["collection"]][1], chosen_wt[c["collection"]][0]),
         "oracle": lambda c: max(WEIGHTS, key=lambda w: (c["grid"][w].mean(), -w)),
     }
     header = "| collection | model | weak dense/BM25 | BM25 | dense | " + " | ".join(rules) + " |"

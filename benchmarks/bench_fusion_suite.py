@@ -6,10 +6,9 @@ types), then BM25 and the dense model retrieve the judged queries, and every fus
 same two runs:
 
   rrf           equal-weight reciprocal rank fusion (k = 60), the default before issue 26
-  auto          `--fusion auto`, the default: equal-weight RRF, or BM25 alone where the dense model
-                scores below llara.calibration.GUARD x BM25 on held-out weak pairs
-  weak-argmax   weighted RRF at the dense weight that fuses best on the weak pairs
-  argmax-gated  weak-argmax, but BM25 alone unless it beats BM25 on the weak pairs (p < 0.05)
+  auto          `--fusion auto`, the default: weighted RRF at the dense weight that fuses best on
+                held-out weak pairs of the corpus (llara.calibration)
+  auto-gated    auto, but BM25 alone unless it beats BM25 on the weak pairs (p < 0.05)
   score-weak    min-max score fusion, its weight chosen on the same weak pairs
   oracle        weighted RRF at the weight best on the test judgements: an upper bound, never a default
 
@@ -49,7 +48,7 @@ from llara.scoring import per_query_scores
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUITE = ("cisi", "medline", "cacm", "lisa", "time", "adi")
 METRIC = "nDCG@10"
-RULES = ("rrf", "auto", "weak-argmax", "argmax-gated", "score-weak", "oracle")
+RULES = ("rrf", "auto", "auto-gated", "score-weak", "oracle")
 
 
 def llara(*args: str) -> float:
@@ -115,11 +114,10 @@ def collection(name: str, folder: Path, k: int = 1000) -> dict:
         scores = per_query_scores(run, qrels, (METRIC,))
         return np.array([scores[q][METRIC] for q in sorted(qrels)])
 
-    # argmax-gated: BM25 alone unless the pairs' best fusion beats BM25 on the weak pairs, significantly
-    argmax = weak.best_on_pairs
-    chosen = per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("rrf", argmax), 100), weak_runs.qrels)
+    # auto-gated: BM25 alone unless auto's fusion beats BM25 on the weak pairs, significantly
+    chosen = per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("rrf", weak.weight), 100), weak_runs.qrels)
     p_weak, _ = permutation_pvalue(chosen, per_query(weak_runs.bm25, weak_runs.qrels))
-    gated = argmax if chosen.mean() > weak.bm25 and p_weak < 0.05 else 0.0
+    gated = weak.weight if chosen.mean() > weak.bm25 and p_weak < 0.05 else 0.0
     # score fusion: its weight picked on the same weak pairs (ties: the smaller weight)
     score_grid = {
         w: per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("score", w), 100), weak_runs.qrels).mean()
@@ -134,8 +132,7 @@ def collection(name: str, folder: Path, k: int = 1000) -> dict:
         "dense": per_query(dense),
         "rrf": per_query(fuse(bm25, dense, Fusion("rrf"), k)),
         "auto": grid[weak.weight],
-        "weak-argmax": grid[argmax],
-        "argmax-gated": grid[gated],
+        "auto-gated": grid[gated],
         "score-weak": per_query(fuse(bm25, dense, Fusion("score", score_w), k)),
         "oracle": grid[oracle_w],
     }
@@ -151,8 +148,7 @@ def collection(name: str, folder: Path, k: int = 1000) -> dict:
         "rows": rows,
         "weights": {
             "auto": weak.weight,
-            "weak-argmax": argmax,
-            "argmax-gated": gated,
+            "auto-gated": gated,
             "score-weak": score_w,
             "oracle": oracle_w,
         },

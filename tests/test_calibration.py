@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from llara.calibration import GUARD, WEIGHTS, WeakPairRuns, measure_on_weak_pairs, sample_weak_pairs, weigh
+from llara.calibration import WEIGHTS, WeakPairRuns, measure_on_weak_pairs, sample_weak_pairs, weigh
 from llara.comparison import permutation_pvalue
 from llara.data.beir import load_beir
 from llara.evaluation import evaluate_hybrid
@@ -81,11 +81,7 @@ def test_weigh_picks_bm25_alone_for_a_useless_dense_side_and_a_high_weight_for_a
         .startswith("BM25 alone: on 40 held-out weak pairs of the corpus nDCG@10 was BM25 ")
     )
     strong = weigh(WeakPairRuns(bm25, oracle, qrels, {"sentence": 40}))
-    assert strong.weight == 0.5 and strong.best_on_pairs > 0.5 and strong.weights[f"{strong.best_on_pairs:g}"] == 1.0
-    # the guard: dense at GUARD x BM25 on the pairs keeps equal weights, just below it BM25 alone
-    half = ranking(0.6 * GUARD)
-    below = weigh(WeakPairRuns(bm25, half, qrels, {"sentence": 40}))
-    assert below.weight == (0.0 if below.dense < GUARD * below.bm25 else 0.5)
+    assert strong.weight > 0.5 and strong.weights[f"{strong.weight:g}"] == 1.0
 
 
 def test_raw_model_hybrid_is_not_significantly_worse_than_bm25_on_arxiv(arxiv_dir, smollm2_dir):

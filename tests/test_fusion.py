@@ -211,8 +211,8 @@ def test_search_hybrid_and_bm25_with_corpus(tiny_model_dir, small_beir, tmp_path
     # the default hybrid says the weight it chose on weak pairs, with the numbers, and fuses with it
     line = next(x for x in said["auto"].splitlines() if x.startswith("fusion: "))
     assert "held-out weak pairs of the corpus nDCG@10 was BM25" in line, said["auto"]
-    assert line.startswith(("fusion: BM25 alone:", "fusion: equal-weight RRF (k=60):"))
-    weight = 0.0 if line.startswith("fusion: BM25 alone") else 0.5
+    assert line.startswith(("fusion: BM25 alone:", "fusion: weighted RRF (k=60), dense weight "))
+    weight = 0.0 if line.startswith("fusion: BM25 alone") else float(line.split("dense weight ")[1].split(":")[0])
     expected = fuse(runs["bm25"], runs["dense"], Fusion("rrf", weight), 20)
     assert {q: order(r)[:10] for q, r in runs["auto"].items()} == {q: order(r)[:10] for q, r in expected.items()}
     res = cli.invoke(app, ["search", "--method", "bm25", "--queries", queries, "--output", str(tmp_path / "x.trec")])

@@ -6,16 +6,16 @@ documents, a query made from the document (its title, else one sentence, else a 
 `llara pairs` makes them: llara.data.weak_pairs) whose one relevant document is the rest of that
 document. In the searched collection the sampled documents are replaced by their rest, for BM25 and
 the dense model alike (a query copied out of an unchanged document would be found by word matching
-alone). On these pairs BM25 and the dense model are scored (nDCG@10, ir-measures), and the rule is a
-guard: equal-weight RRF, unless the dense model scores below `GUARD` times BM25 there, then BM25
-alone (dense weight 0).
+alone). On these pairs BM25, the dense model and weighted RRF at each dense weight of `WEIGHTS` are
+scored (nDCG@10, ir-measures), and the weight that fuses best is the hybrid's; ties go to the smaller
+weight. Weight 0 is BM25 alone: what the hybrid becomes where the dense side is clearly weaker.
 
-Why a guard and not the weight that fuses best on the pairs (also measured, and recorded): weak pairs
-favour BM25, since a query cut out of a document shares its words with the rest of it. On the
-development suite a dense model level with BM25 on real queries scored 0.6-0.75x BM25 on weak pairs,
-where the pairs' best weight (0-0.1) lost most of what equal weights gained; a dense model far below
-BM25 (the raw model) scored about 0.3x. The threshold between them was chosen leaving each collection
-out (benchmarks/bench_fusion_rules.py; every rule and threshold tried is in benchmarks/RESULTS.md).
+Chosen among the rules compared on the development suite (benchmarks/bench_fusion_rules.py; every rule
+and setting in benchmarks/RESULTS.md): it has no setting of its own to tune, and it was never
+significantly worse than BM25 there, where equal weights were on 3 of 7 collection x model cases.
+It is not the best possible: weak pairs favour BM25 (a query cut out of a document shares its words
+with the rest), so where the dense model is level with BM25 on real queries the weight chosen is
+lower than the best one (CISI: 0.1 where 0.4-0.7 were best).
 
 The pairs are drawn with their own seed, so where a document has several sentences the query is
 usually not the one `llara pairs` trained on; a model fine-tuned on the same corpus has still seen
@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 
 WEAK_PAIRS = 300  # documents sampled; a few seconds of encoding, enough to tell 0.05 of nDCG@10 apart
 SEED = 1234  # not `llara pairs`' 42: other sentences than training's where a document has several
-WEIGHTS = tuple(i / 10 for i in range(11))  # dense weights of weighted RRF tried on the weak pairs (recorded)
-GUARD = 0.5  # BM25 alone where the dense model's weak-pair nDCG@10 is below GUARD x BM25's (see the docstring)
+WEIGHTS = tuple(i / 10 for i in range(11))  # dense weights of weighted RRF tried on the weak pairs
 METRIC = "nDCG@10"
 DEPTH = 100  # each side's top k on the weak pairs: enough for nDCG@10 of the fused list
 
@@ -70,9 +69,7 @@ class WeakPairEvidence:
     bm25: float
     dense: float
     weights: dict[str, float]  # dense weight -> the metric of weighted RRF on the weak pairs
-    best_on_pairs: float  # the weight that fuses best on the pairs (recorded; not the rule: see GUARD)
-    guard: float  # GUARD: the dense model must reach this share of BM25's metric on the pairs
-    weight: float  # the chosen one: 0.5 (equal-weight RRF), or 0 (BM25 alone) below the guard
+    weight: float  # the chosen one: the best on the pairs (0: BM25 alone)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,9 +138,9 @@ def measure_on_weak_pairs(
 
 
 def choose_fusion(runs: WeakPairRuns | None) -> Fusion:
-    """`--fusion auto`: equal-weight RRF, or BM25 alone where the dense model scores below GUARD x BM25
-    on the weak pairs (`measure_on_weak_pairs`). A corpus that gives no pair (every record a few
-    words) keeps equal weights, with a warning."""
+    """`--fusion auto`: the weighted RRF whose dense weight scores best on the weak pairs
+    (`measure_on_weak_pairs`; 0: BM25 alone). A corpus that gives no pair (every record a few words)
+    keeps equal weights, with a warning."""
     if runs is None:
         log.warning("fusion auto: no document gives a weak pair (all too short); equal-weight RRF")
         return Fusion("rrf")
@@ -152,22 +149,19 @@ def choose_fusion(runs: WeakPairRuns | None) -> Fusion:
 
 
 def weigh(runs: WeakPairRuns) -> WeakPairEvidence:
-    """Score BM25, dense and weighted RRF at every weight of WEIGHTS on the pairs; apply the guard."""
+    """Score BM25, dense and weighted RRF at every weight of WEIGHTS on the pairs; pick the best weight."""
 
     def score(run: Run) -> float:
         return mean_scores(per_query_scores(run, runs.qrels, (METRIC,)), (METRIC,))[METRIC]
 
     fused = {w: score(fuse(runs.bm25, runs.dense, Fusion("rrf", w), DEPTH)) for w in WEIGHTS}
     best = min(WEIGHTS, key=lambda w: (-round(fused[w], 12), w))
-    bm25, dense = score(runs.bm25), score(runs.dense)
     return WeakPairEvidence(
         pairs=len(runs.qrels),
         sources=runs.sources,
         metric=METRIC,
-        bm25=bm25,
-        dense=dense,
+        bm25=score(runs.bm25),
+        dense=score(runs.dense),
         weights={f"{w:g}": v for w, v in fused.items()},
-        best_on_pairs=best,
-        guard=GUARD,
-        weight=0.0 if dense < GUARD * bm25 else 0.5,
+        weight=best,
     )

@@ -419,13 +419,13 @@ def pipeline_table(report: dict) -> Table:
         table.caption = "no document of the corpus could give a weak pair (all too short): nothing to check"
         return table
     w = weak["weight"]
-    hybrid = "hybrid: BM25 alone (the guard)" if w == 0 else "hybrid: equal-weight RRF"
+    hybrid = "hybrid: BM25 alone (dense weight 0)" if w == 0 else f"hybrid (weighted RRF, dense weight {w:g})"
     for name, value in (("BM25", weak["bm25"]), (report["model"], weak["dense"]), (hybrid, weak["weights"][f"{w:g}"])):
         table.add_row(escape(name), f"{value:.3f}")
     sources = ", ".join(f"{n} {s}" for s, n in weak["sources"].items())
     table.caption = (
         f"{weak['pairs']} documents no training row came from ({sources} queries), each query's one relevant "
         "document the rest of its own: a signal without labels, not a judged metric (it favours BM25). "
-        "`--fusion auto` makes the same choice (see benchmarks/RESULTS.md for how it tracks judged results)."
+        "`--fusion auto` uses this weight (see benchmarks/RESULTS.md for how it tracks judged results)."
     )
     return table

@@ -63,8 +63,8 @@ Fusion = Annotated[
     FusionMethod | None,
     typer.Option(
         "--fusion",
-        help="--method hybrid: auto (default: equal-weight RRF, or BM25 alone where the dense model is clearly "
-        "weaker on held-out weak pairs of the corpus), rrf (reciprocal rank fusion, k=60) or score (min-max)",
+        help="--method hybrid: auto (default: weighted RRF, the dense weight chosen on held-out weak pairs of the "
+        "corpus, 0 = BM25 alone), rrf (reciprocal rank fusion, k=60, equal weights) or score (min-max)",
     ),
 ]
 FusionWeight = Annotated[

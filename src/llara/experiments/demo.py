@@ -6,7 +6,7 @@ Rows of the table (printed, and in OUTPUT/results.md, results.json and results.p
 
   BM25 | the raw model | adapted (EBAE + EBAR) | fine-tuned, no adaptation | adapted + fine-tuned |
   hybrid: BM25 and adapted + fine-tuned fused as `llara evaluate --method hybrid` fuses by default:
-  equal-weight RRF, or BM25 alone if the model is clearly weaker on held-out weak pairs (no judgements)
+  weighted RRF, the dense weight chosen on held-out weak pairs of the abstracts (no judgements read)
 
 Both fine-tuned rows train on the same weak pairs with the same options (`finetune_options`) and the
 same budget, so the adaptation is the only difference between them. Every row but BM25 is tested

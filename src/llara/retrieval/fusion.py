@@ -2,9 +2,9 @@
 
 Three methods, each per query over each run's top k:
 
-- auto, the default: reciprocal rank fusion with equal weights, or BM25 alone where the dense model
-  is clearly weaker than BM25 on held-out weak pairs of the corpus itself (llara.calibration): the
-  weighted form (1 - w) / (k + rank_bm25(d)) + w / (k + rank_dense(d)) at w = 0.5 or w = 0.
+- auto, the default: weighted reciprocal rank fusion, (1 - w) / (k + rank_bm25(d)) + w / (k +
+  rank_dense(d)), with the dense weight w picked without labels on held-out weak pairs of the corpus
+  itself (llara.calibration); w = 0 is BM25 alone, chosen where the dense side is clearly weaker.
 - reciprocal rank fusion (Cormack et al., SIGIR 2009): score(d) = sum over runs of 1 / (k + rank(d)),
   rank counted from 1, a run that lacks d adding nothing. k = 60 as in the paper and fixed: nothing
   is tuned, so nothing can be tuned on test judgements. Equal weights unless --fusion-weight.
@@ -124,10 +124,10 @@ class Fusion:
             return f"RRF (k={self.rrf_k})" if self.method == "rrf" else "auto fusion (weight not yet chosen)"
         if self.method == "auto" and self.evidence:
             e = self.evidence
-            chosen = "BM25 alone" if self.weight == 0 else f"equal-weight RRF (k={self.rrf_k})"
+            chosen = f"weighted RRF (k={self.rrf_k}), dense weight {self.weight:g}" if self.weight else "BM25 alone"
             return (
                 f"{chosen}: on {e['pairs']} held-out weak pairs of the corpus {e['metric']} was BM25 {e['bm25']:.3f}, "
-                f"dense {e['dense']:.3f} (the guard: BM25 alone if dense < {e['guard']:g}x BM25)"
+                f"dense {e['dense']:.3f}, fused {e['weights'][f'{self.weight:g}']:.3f}"
             )
         return f"weighted RRF (k={self.rrf_k}), dense weight {self.weight:g} ({self.weight_source})"
 

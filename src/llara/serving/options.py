@@ -13,7 +13,7 @@ class ServeOptions:
     model: str = "smollm2"
     index: Path | None = None
     corpus: Path | None = None
-    fusion: str = "auto"  # hybrid search: auto (RRF or BM25 alone, chosen on weak pairs at start), rrf, score
+    fusion: str = "auto"  # hybrid search: auto (weight chosen on weak pairs at start), rrf or score
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
