@@ -21,17 +21,16 @@ choose its own setting.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+from bench_fusion_suite import saved_runs  # a sibling script: benchmarks/ is on sys.path
 
-from llara.calibration import WEIGHTS, WeakPairRuns, weigh
+from llara.calibration import WEIGHTS, weigh
 from llara.comparison import permutation_pvalue
 from llara.data.beir import load_beir
 from llara.retrieval.fusion import Fusion, fuse
-from llara.retrieval.runs import read_trec_run
 from llara.scoring import per_query_scores
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -42,16 +41,8 @@ FIXED = (0.1, 0.2, 0.3, 0.4)
 def case(folder: Path) -> dict:
     """One collection x model: nDCG@10 per query at each dense weight, and the weak-pair evidence."""
     data = load_beir(DATA / folder.name)
-    bm25, dense = read_trec_run(folder / "bm25.trec"), read_trec_run(folder / "dense.trec")
-    saved = json.loads((folder / "weak-qrels.json").read_text())
-    weak = weigh(
-        WeakPairRuns(
-            read_trec_run(folder / "weak-bm25.trec"),
-            read_trec_run(folder / "weak-dense.trec"),
-            saved["qrels"],
-            saved["sources"],
-        )
-    )
+    bm25, dense, weak_runs = saved_runs(folder)
+    weak = weigh(weak_runs)
 
     def per_query(run) -> np.ndarray:
         scores = per_query_scores(run, data.qrels, ("nDCG@10",))

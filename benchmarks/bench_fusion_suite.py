@@ -42,7 +42,7 @@ from llara.evaluation import evaluate_bm25
 from llara.inference.encoder import LlaraEncoder
 from llara.retrieval.dense import exact_search
 from llara.retrieval.fusion import Fusion, fuse
-from llara.retrieval.runs import read_trec_run, write_trec_run
+from llara.retrieval.runs import Run, read_trec_run, write_trec_run
 from llara.scoring import per_query_scores
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -97,17 +97,22 @@ def encode_runs(name: str, model: str, folder: Path, k: int = 1000) -> dict:
     return {"seconds": time.perf_counter() - t, "encode_corpus_s": timings["encode_corpus_s"]}
 
 
-def collection(name: str, folder: Path, k: int = 1000) -> dict:
-    """Every rule fused from the saved runs, each against BM25 on the judged queries."""
-    data = load_beir(DATA / name)
-    bm25, dense = read_trec_run(folder / "bm25.trec"), read_trec_run(folder / "dense.trec")
+def saved_runs(folder: Path) -> tuple[Run, Run, WeakPairRuns]:
+    """What `encode_runs` wrote: BM25's and the dense model's runs of the judged queries, and the weak pairs'."""
     saved = json.loads((folder / "weak-qrels.json").read_text())
-    weak_runs = WeakPairRuns(
+    weak = WeakPairRuns(
         read_trec_run(folder / "weak-bm25.trec"),
         read_trec_run(folder / "weak-dense.trec"),
         saved["qrels"],
         saved["sources"],
     )
+    return read_trec_run(folder / "bm25.trec"), read_trec_run(folder / "dense.trec"), weak
+
+
+def collection(name: str, folder: Path, k: int = 1000) -> dict:
+    """Every rule fused from the saved runs, each against BM25 on the judged queries."""
+    data = load_beir(DATA / name)
+    bm25, dense, weak_runs = saved_runs(folder)
     weak = weigh(weak_runs)
 
     def per_query(run, qrels=data.qrels) -> np.ndarray:

@@ -112,7 +112,14 @@ def evaluate_hybrid(
     info: dict = {}
     t0 = time.perf_counter()
     if fusion.method == "auto":
-        weak = measure_on_weak_pairs(data.corpus, encoder, encoded.search, encoded.doc_ids, batch_size=batch_size)
+        weak = measure_on_weak_pairs(
+            data.corpus,
+            encoder,
+            encoded.search,
+            encoded.doc_ids,
+            batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch,
+        )
         chosen = choose_fusion(weak)
         for name in ("method", "weight", "weight_source", "evidence"):
             setattr(fusion, name, getattr(chosen, name))

@@ -151,7 +151,10 @@ def search(
             from llara.calibration import choose_fusion, measure_on_weak_pairs
 
             dense.check_encoder(encoder)
-            fuse = choose_fusion(measure_on_weak_pairs(docs, encoder, dense.search, dense.ids, batch_size=batch_size))
+            weak = measure_on_weak_pairs(
+                docs, encoder, dense.search, dense.ids, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
+            )
+            fuse = choose_fusion(weak)
             console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
         if fuse:
             run = hybrid_search(found, docs, dense, encoder, fuse, top_k, batch_size, max_tokens_per_batch)
