@@ -33,7 +33,7 @@ efConstruction 128) and IVF-Flat, ~15 minutes (estimated from 100k and 200k runs
 ~9 min, IVF ~4 min, data and exact ~1.5 min); `--methods hnswsq8,ivf,usearch` adds usearch at the
 same M and efConstruction (f16, ~15 min more), `hnsw` HNSW over floats (~12 min more).
 
-    nice -n 19 python benchmarks/bench_ann.py --json /tmp/ann-1m.json                    # 1M, ~15 min
+    nice -n 19 python benchmarks/bench_ann.py --json OUT/ann-1m.json                    # 1M, ~15 min
     nice -n 19 python benchmarks/bench_ann.py --n 200000 --methods hnsw,hnswsq8,usearch --threads 1
     nice -n 19 python benchmarks/bench_ann.py --vectors v/base.npy --query-vectors v/queries.npy --n 30000
 """

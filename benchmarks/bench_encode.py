@@ -10,7 +10,7 @@ All three embed the same CISI documents with smollm2 and the `mean` recipe's inp
 
 Agreement is the mean cosine of each embedding to llara's own fp32 embedding of the same document.
 
-    flock /tmp/llara-cpu.lock python benchmarks/bench_encode.py --docs 300
+    python benchmarks/bench_encode.py --docs 300
 """
 
 from __future__ import annotations

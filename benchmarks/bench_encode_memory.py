@@ -5,8 +5,8 @@ Runs `python -m llara encode` as a subprocess on synthetic corpora of two sizes 
 model is a small random LLaMA with smollm2's real tokenizer, so the test measures llara's memory,
 not the model's. A pipeline that held the corpus or all embeddings would grow with the corpus.
 
-    flock /tmp/llara-cpu.lock python benchmarks/bench_encode_memory.py
-    flock /tmp/llara-cpu.lock python benchmarks/bench_encode_memory.py --sizes 20000,200000 --words 60 --index
+    python benchmarks/bench_encode_memory.py
+    python benchmarks/bench_encode_memory.py --sizes 20000,200000 --words 60 --index
                                                                       # the issue-7 stress run
 """
 

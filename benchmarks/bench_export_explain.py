@@ -5,7 +5,7 @@
 2. Self-reconstruction@k (`llara explain`): the mean share of a passage's own tokens among the
    top-k tokens its embedding decodes to, for each --models entry, as a ratio to the first.
 
-    flock /tmp/llara-cpu.lock python benchmarks/bench_export_explain.py --docs 64 --models smollm2 runs/adapted
+    python benchmarks/bench_export_explain.py --docs 64 --models smollm2 runs/adapted
 """
 
 from __future__ import annotations

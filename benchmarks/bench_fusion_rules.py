@@ -16,7 +16,7 @@ Settings chosen leave-one-collection-out: for each collection, the setting with 
 to BM25 over the other collections (all models), then applied to it. So no collection's judgements
 choose its own setting.
 
-    python benchmarks/bench_fusion_rules.py /tmp/fusion-3x3 /tmp/fusion-raw
+    python benchmarks/bench_fusion_rules.py OUT/fusion-3x3 OUT/fusion-raw
 """
 
 from __future__ import annotations

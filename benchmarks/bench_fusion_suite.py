@@ -16,8 +16,8 @@ Each rule and the dense model against BM25: the mean nDCG@10 and a two-sided pai
 over the collection's queries (llara.comparison). Macro averages over the collections. Also the
 weak-pair signal (dense vs BM25 on the weak pairs) beside the real one, to see how far it tracks.
 
-    python benchmarks/bench_fusion_suite.py --out /tmp/fusion-raw                      # the raw model
-    python benchmarks/bench_fusion_suite.py --out /tmp/fusion-3x3 --pretrain-minutes 3 --finetune-minutes 3
+    python benchmarks/bench_fusion_suite.py --out OUT/fusion-raw                      # the raw model
+    python benchmarks/bench_fusion_suite.py --out OUT/fusion-3x3 --pretrain-minutes 3 --finetune-minutes 3
 
 Writes each collection's runs (judged queries and weak pairs) to OUT/<name>/, then OUT/suite.json and
 OUT/suite.md; a collection whose runs are there (OUT/<name>/encoded.json) is not encoded again, only

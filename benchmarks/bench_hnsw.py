@@ -6,7 +6,7 @@ each vector is a cluster centre (1,000 centres) + a point of a shared 32-dimensi
 small isotropic noise, L2-normalised. Queries are drawn the same way. Recall@10 is measured against
 the exact top 10 of an IndexFlatIP; speed is queries per second on the same machine and threads.
 
-    flock /tmp/llara-cpu.lock python benchmarks/bench_hnsw.py
+    python benchmarks/bench_hnsw.py
 """
 
 from __future__ import annotations

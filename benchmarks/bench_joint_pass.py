@@ -1,6 +1,6 @@
 """Joint EBAE + EBAR pass vs two separate passes: forward + backward step time on real text.
 
-    flock /tmp/llara-cpu.lock python benchmarks/bench_joint_pass.py [--model smollm2] [--batch-size 8]
+    python benchmarks/bench_joint_pass.py [--model smollm2] [--batch-size 8]
 
 Both paths compute the same loss (tests/test_pretrain_loss.py checks it); the joint pass runs the
 shared prefix + text once. Prints ms/step of each and the ratio two-pass / joint, measured in one run

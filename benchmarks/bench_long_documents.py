@@ -12,7 +12,7 @@ one model per collection (the fine-tuned models `bench_fusion_suite.py` leaves i
 Each: nDCG@10 and R@100 of the dense model alone, the share of documents cut or split, the passages
 encoded and the encoding seconds, all in the same run (compare ratios, not absolute times).
 
-    python benchmarks/bench_long_documents.py --models /tmp/fusion-3x3 --collections medline,time
+    python benchmarks/bench_long_documents.py --models OUT/fusion-3x3 --collections medline,time
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """LoRA dropout's cost on CPU: pretraining step time with dropout 0.05 vs none, on the same batches.
 
-    flock /tmp/llara-cpu.lock python benchmarks/bench_lora_dropout.py [--steps 4] [--batch-size 8]
+    python benchmarks/bench_lora_dropout.py [--steps 4] [--batch-size 8]
 
 PEFT applies dropout to the input of every LoRA layer: one Bernoulli mask per targeted projection per
 step (7 per decoder layer), which a CPU draws slowly. One model; its dropout modules are swapped for

@@ -13,7 +13,7 @@ alike). Prints texts/s of both phases and their ratio, p50/p99 latency, the serv
 size, and its RSS and peak RSS (VmHWM) after start-up and at the end; then SIGTERMs the server and
 checks that it exits 0.
 
-    flock /tmp/llara-cpu.lock python benchmarks/bench_serve.py --model smollm2
+    python benchmarks/bench_serve.py --model smollm2
     python benchmarks/bench_serve.py --model tiny  # a random 2-layer model built in code, seconds
 """
 

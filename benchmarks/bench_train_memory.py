@@ -62,7 +62,7 @@ def main() -> None:
     def finetune(batch, group, qlen, plen, *flags):
         out = work / f"ft-{batch}-{group}-{plen}-{len(flags)}"
         cli = ["finetune", "--model", args.model, "--train", str(train), "--output", str(out), "--max-steps", "1"]
-        cli += ["--batch-size", str(batch), "--group-size", str(group), "--query-max-length", str(qlen)]
+        cli += ["--train-batch-size", str(batch), "--group-size", str(group), "--query-max-length", str(qlen)]
         return peak_rss([*cli, "--passage-max-length", str(plen), *flags])
 
     base = finetune(1, 1, 32, 32)
@@ -78,7 +78,7 @@ def main() -> None:
     for batch, chunk in ((8, 128), (16, 128)):
         out = work / f"pt-{batch}-{chunk}"
         cli = ["pretrain", "--model", args.model, "--corpus", str(corpus), "--output", str(out), "--max-steps", "1"]
-        measured = peak_rss([*cli, "--batch-size", str(batch), "--chunk-tokens", str(chunk)]) - base
+        measured = peak_rss([*cli, "--train-batch-size", str(batch), "--chunk-tokens", str(chunk)]) - base
         est = batch * chunk * shape.bytes_per_token(chunk)
         print(f"| pretrain b{batch} c{chunk} | {batch * chunk} | {measured / GiB:.2f} | {est / GiB:.2f} | "
               f"{est / max(1, measured):.2f} |")  # fmt: skip

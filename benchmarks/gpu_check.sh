@@ -56,7 +56,7 @@ EOF
 # --- 4: the training commands, a few steps each -------------------------------------------------
 DATA="$OUT/data"
 python3 -c "from llara.data.arxiv import write_arxiv_beir; write_arxiv_beir('$DATA')" || exit 1
-llara pairs --corpus "$DATA/corpus.jsonl" --output "$DATA/pairs.jsonl" --query sentence > "$OUT/pairs.log" 2>&1
+llara pairs --corpus "$DATA/corpus.jsonl" --output "$DATA/pairs.jsonl" --query-source sentence > "$OUT/pairs.log" 2>&1
 
 step() {  # name, then the command; one report line with its exit code and wall time
   local name=$1; shift
@@ -81,12 +81,12 @@ step finetune-zero1 "${RUN[@]}" finetune --model smollm2 --train "$DATA/pairs.js
 for family in llama mistral; do
   python3 -c "from pathlib import Path; from llara.testing import make_tiny_model; make_tiny_model(Path('$OUT/tiny-$family'), arch='$family')" || exit 1
   step "7b-pretrain-$family" "${RUN[@]}" pretrain --model "$OUT/tiny-$family" --corpus "$DATA/corpus.jsonl" \
-    --output "$OUT/m/7b-pt-$family" --recipe reference --full --lr 1e-5 --chunk-tokens 256 --batch-size 8 \
+    --output "$OUT/m/7b-pt-$family" --recipe reference --full --lr 1e-5 --chunk-tokens 256 --train-batch-size 8 \
     --grad-accum 4 --max-steps "$STEPS" --precision bf16 --gradient-checkpointing \
     --deepspeed configs/ds_zero3_7b.json --save-every 1000
   step "7b-finetune-$family" "${RUN[@]}" finetune --model "$OUT/m/7b-pt-$family" --train "$DATA/pairs.jsonl" \
     --output "$OUT/m/7b-ft-$family" --group-size 16 --temperature 0.01 --query-max-length 64 \
-    --passage-max-length 160 --lr 3e-4 --lora-r 64 --lora-alpha 16 --batch-size 8 --max-steps "$STEPS" \
+    --passage-max-length 160 --lr 3e-4 --lora-r 64 --lora-alpha 16 --train-batch-size 8 --max-steps "$STEPS" \
     --negatives-cross-device --precision bf16 --gradient-checkpointing --deepspeed configs/ds_zero1.json
 done
 step evaluate-finetuned llara evaluate --model "$OUT/m/finetune-ddp" --data "$DATA" --output "$OUT/eval"

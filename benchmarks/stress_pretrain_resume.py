@@ -6,7 +6,7 @@ time the run has written a new checkpoint, it is killed after a random share of 
 (so kills land mid-step, mid-save or mid-log), then restarted with --resume. The logged losses of the
 two runs and their final weights are compared; the script exits 1 if they differ.
 
-    flock /tmp/llara-cpu.lock python benchmarks/stress_pretrain_resume.py  # 10,000 steps, 3 kills
+    python benchmarks/stress_pretrain_resume.py  # 10,000 steps, 3 kills
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
         tmp = Path(tmp)
         model = make_tiny_model(tmp / "model")
         base = ["pretrain", "--model", model, "--corpus", args.corpus, "--max-steps", args.steps]
-        base += ["--save-every", args.save_every, "--logging-steps", 10, "--batch-size", 4, "--chunk-tokens", 84]
+        base += ["--save-every", args.save_every, "--logging-steps", 10, "--train-batch-size", 4, "--chunk-tokens", 84]
         base += ["--precision", "fp32"]
 
         t0 = time.perf_counter()

@@ -15,8 +15,8 @@ What it is not: a token state is not a passage embedding (llara pools the last s
 its nearest neighbours are mostly the same word in similar contexts, and N stops at the text there
 is. It tells whether an index setting chosen on the synthetic set holds on real-model geometry.
 
-    nice -n 19 python benchmarks/text_vectors.py --output /tmp/textvec --max-tokens 100000
-    nice -n 19 python benchmarks/bench_ann.py --vectors /tmp/textvec/base.npy --query-vectors /tmp/textvec/queries.npy
+    nice -n 19 python benchmarks/text_vectors.py --output OUT/textvec --max-tokens 100000
+    nice -n 19 python benchmarks/bench_ann.py --vectors OUT/textvec/base.npy --query-vectors OUT/textvec/queries.npy
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ PACKAGE = SRC / "llara"
 
 # Bottom to top; a module may import its own layer or any layer below, never one above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("llara.version", "llara.errors", "llara.compat"),
+    ("llara.version", "llara.errors", "llara.compat", "llara.settings"),
     ("llara.data",),
     ("llara.modeling", "llara.testing"),
     ("llara.inference",),

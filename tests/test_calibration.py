@@ -117,7 +117,7 @@ def test_raw_model_hybrid_is_not_significantly_worse_than_bm25_on_arxiv(arxiv_di
     p_equal, _ = permutation_pvalue(equal, bm25)
     print(
         f"arXiv, raw smollm2: BM25 {bm25.mean():.3f}, dense {components['dense']['nDCG@10']:.3f}, "
-        f"auto (weight {fusion.weight:g}) {auto.mean():.3f} p={p_auto:.4f}, "
+        f"auto (weight {result.fusion.weight:g}) {auto.mean():.3f} p={p_auto:.4f}, "
         f"equal RRF {equal.mean():.3f} p={p_equal:.4f}"
     )
     assert auto.mean() >= bm25.mean() or p_auto >= 0.05

@@ -117,11 +117,11 @@ def test_cli_training_with_checkpointing_runs(tiny_model_dir, tmp_path):
         name = "full" if extra else "lora"
         res = run_cli(
             "pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--output", tmp_path / f"pt-{name}",
-            "--max-steps", "2", "--batch-size", "2", "--gradient-checkpointing", *extra,
+            "--max-steps", "2", "--train-batch-size", "2", "--gradient-checkpointing", *extra,
         )  # fmt: skip
         assert res.returncode == 0, res.stderr[-3000:]
         res = run_cli(
             "finetune", "--model", tmp_path / f"pt-{name}", "--train", rows, "--output", tmp_path / f"ft-{name}",
-            "--max-steps", "2", "--batch-size", "2", "--gradient-checkpointing", *extra,
+            "--max-steps", "2", "--train-batch-size", "2", "--gradient-checkpointing", *extra,
         )  # fmt: skip
         assert res.returncode == 0, res.stderr[-3000:]

@@ -138,7 +138,7 @@ def test_encode_keeps_empty_documents_and_warns_once(tiny_model_dir, tmp_path):
 
     data = write_cranfield_like(tmp_path / "cranfield")
     args = ["--model", tiny_model_dir, "--precision", "fp32", "--corpus", data / "corpus.jsonl"]
-    res = run_cli("encode", *args, "--output", tmp_path / "emb", "--chunk-size", "4")
+    res = run_cli("encode", *args, "--output", tmp_path / "emb", "--docs-per-file", "4")
     assert res.returncode == 0, res.stderr[-3000:]
     # the corpus is read three times (a check before loading the model, a scan, the chunks): one warning
     assert warning_lines(res.stderr) == [f"warning: 2 empty documents kept (first: {data / 'corpus.jsonl'}:5)"]

@@ -18,7 +18,7 @@ def test_pyproject_floors_are_the_pinned_floors():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {}
     for req in [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]:
-        name, version = re.match(r"([A-Za-z0-9_\-]+)>=([0-9.]+)(,<[0-9.]+)?(;.*)?$", req).groups()[:2]
+        name, version = re.match(r"([A-Za-z0-9_\-]+)(?:\[[a-z,]+\])?>=([0-9.]+)(,<[0-9.]+)?(;.*)?$", req).groups()[:2]
         declared[name.lower()] = version
     pinned = {}
     for line in (ROOT / "constraints" / "floors.txt").read_text().splitlines():

@@ -151,7 +151,7 @@ def test_pretrain_killed_at_random_moments_resumes_to_the_same_run(tiny_model_di
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": d["text"]}) + "\n" for d in arxiv_texts(arxiv_tagged_dir, 40)))
     args = ["pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--max-steps", "24", "--save-every", "4"]
-    args += ["--batch-size", "4", "--chunk-tokens", "92", "--precision", "fp32", "--logging-steps", "1"]
+    args += ["--train-batch-size", "4", "--chunk-tokens", "92", "--precision", "fp32", "--logging-steps", "1"]
     check_training_resumes(args, tmp_path / "pt", "pretraining on", tmp_path)
 
 
@@ -165,7 +165,7 @@ def test_finetune_killed_at_random_moments_resumes_to_the_same_run(tiny_model_di
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     args = ["finetune", "--model", tiny_model_dir, "--train", train, "--max-steps", "24", "--save-every", "4"]
-    args += ["--batch-size", "4", "--group-size", "2", "--precision", "fp32", "--logging-steps", "1"]
+    args += ["--train-batch-size", "4", "--group-size", "2", "--precision", "fp32", "--logging-steps", "1"]
     check_training_resumes(args, tmp_path / "ft", "fine-tuning on", tmp_path)
 
 
@@ -173,7 +173,7 @@ def test_finetune_killed_at_random_moments_resumes_to_the_same_run(tiny_model_di
 def test_encode_killed_at_random_moments_resumes_to_identical_embeddings(tiny_model_dir, arxiv_tagged_dir, tmp_path):
     # 314 papers in chunks of 16: about as many chunk boundaries for a kill to fall near as 1,460 CISI
     # documents in chunks of 64 gave before
-    args = ["encode", "--model", tiny_model_dir, "--corpus", arxiv_tagged_dir / "corpus.jsonl", "--chunk-size", "16"]
+    args = ["encode", "--model", tiny_model_dir, "--corpus", arxiv_tagged_dir / "corpus.jsonl", "--docs-per-file", "16"]
     args += ["--precision", "fp32", "--passage-max-length", "128"]
     window = reference_run([*args, "--output", tmp_path / "reference"], "encode shard")
     reference = open_embeddings(tmp_path / "reference")

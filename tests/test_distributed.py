@@ -85,7 +85,7 @@ def run(command: str, tiny_model_dir, folder: Path, name: str, processes: int, *
         args = ["finetune", "--train", train, "--group-size", "4", "--lora-dropout", "0", *common]
         if processes > 1:
             args.append("--negatives-cross-device")
-    llara([*args, "--batch-size", 4 // processes, *extra], processes, folder)
+    llara([*args, "--train-batch-size", 4 // processes, *extra], processes, folder)
     return logged_losses(folder / name)
 
 
@@ -103,7 +103,7 @@ CASES = {
         "zero3 alone": (1, "--deepspeed", ZERO3),  # DeepSpeed without a launcher
     },
     "finetune": {
-        "ddp+checkpointing+gradcache": (2, "--gradient-checkpointing", "--grad-cache", "--chunk-size", "3"),
+        "ddp+checkpointing+gradcache": (2, "--gradient-checkpointing", "--grad-cache", "--grad-cache-chunk", "3"),
         "zero1+checkpointing": (2, "--deepspeed", ZERO1, "--gradient-checkpointing"),
         "zero3": (2, "--deepspeed", ZERO3),
         "zero3+full": (2, "--deepspeed", ZERO3, "--full"),

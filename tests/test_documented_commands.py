@@ -1,6 +1,7 @@
 """Documented means run: every command line of docs/recipes-7b.md and every training command of the
-README runs here with its own flags, on a tiny random model of the same family, with only the model,
-the data, sizes and step counts swapped.
+guides without and with labels (docs/guide-no-labels.md, docs/guide-labels.md) runs here with its own
+flags, on a tiny random model of the same family, with only the model, the data, sizes and step counts
+swapped.
 
 The 7B page runs in a folder laid out as it assumes (models/Llama-2-7b-hf, data/wikipedia,
 data/msmarco, data/beir/scifact, configs/), so its paths stay as written; `torchrun --nproc_per_node 8`
@@ -24,10 +25,12 @@ from tests.test_docs import code_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "docs" / "recipes-7b.md"
+GUIDES = ROOT / "docs"
 # The only values swapped: sizes and step counts fit for a 2-layer model on 2 CPU cores.
 SIZES = {
     "--chunk-tokens": "128",
     "--batch-size": "2",
+    "--train-batch-size": "2",
     "--grad-accum": "2",
     "--max-steps": "2",
     "--save-every": "1",
@@ -132,17 +135,19 @@ def test_the_7b_training_commands(tmp_path, family, processes):
     assert (folder / "runs" / "llara-7b-ft" / "model.safetensors").is_file()
 
 
-def test_the_readme_training_commands(tmp_path, tiny_model_dir):
-    """README's no-label path (pretrain, pairs, finetune) and its labelled one (mine), with the
-    built-in model swapped for a tiny LLaMA and minutes for a few seconds."""
-    folder = tmp_path / "readme"
+def test_the_guides_training_commands(tmp_path, tiny_model_dir):
+    """The no-label guide's path (pretrain, pairs, finetune on the pairs) and the labelled guide's
+    (mine, finetune on the mined rows), in one folder, with the built-in model swapped for a tiny
+    LLaMA and minutes for a few seconds."""
+    folder = tmp_path / "guides"
     data = write_arxiv_tagged(folder / "DIR", n_queries=10, n_others=30)
     shutil.copy(data / "qrels" / "test.tsv", data / "qrels" / "train.tsv")
     shutil.copy(data / "corpus.jsonl", folder / "corpus.jsonl")
-    lines = [(launcher, argv) for launcher, argv in documented(ROOT / "README.md")]
+    lines = [*documented(GUIDES / "guide-no-labels.md"), *documented(GUIDES / "guide-labels.md")]
     training = [argv for _, argv in lines if argv[0] in ("pretrain", "pairs", "mine", "finetune")]
-    assert [argv[0] for argv in training] == ["pretrain", "pairs", "mine", "finetune"]
+    assert [argv[0] for argv in training] == ["pretrain", "pairs", "finetune", "mine", "finetune"]
     for argv in training:
         argv = [str(tiny_model_dir) if w == "smollm2" else w for w in argv]
         run([], argv, folder)
-    assert (folder / "ft" / "llara.json").is_file() and (folder / "adapted" / "llara.json").is_file()
+    for model in ("adapted", "ft", "ft-labels"):
+        assert (folder / model / "llara.json").is_file(), model

@@ -78,10 +78,11 @@ def test_batch_matches_single(encoder):
 
 
 def test_cli_table_json_and_bad_arguments(tiny_model_dir):
-    r = run_cli("explain", "--model", tiny_model_dir, TEXT, "--top-k", "5")
+    r = run_cli("explain", "--model", tiny_model_dir, TEXT, "--top-tokens", "5")
     assert r.returncode == 0, r.stderr
     assert "self-reconstruction" in r.stdout and "EBAE" in r.stdout
-    r = run_cli("explain", "-m", tiny_model_dir, "--query", "what is x", "--document", TEXT, "--json", "--top-k", "4")
+    pair = ("--query", "what is x", "--document", TEXT)
+    r = run_cli("explain", "-m", tiny_model_dir, *pair, "--json", "--top-tokens", "4")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert len(out["query"]["tokens"]) == 4 and -1 <= out["cosine"] <= 1

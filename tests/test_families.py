@@ -52,14 +52,13 @@ def test_pipeline_pretrain_finetune_encode_export(family_dir, tmp_path):
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(("\n\n".join(TEXTS) + "\n\n") * 4)
-    adapted = run_pretrain(
-        str(family_dir), corpus, PretrainOptions(output=tmp_path / "pt", max_steps=2, batch_size=2, precision="fp32")
-    )
+    opts = PretrainOptions(output=tmp_path / "pt", max_steps=2, train_batch_size=2, precision="fp32")
+    adapted = run_pretrain(str(family_dir), corpus, opts)
     rows = tmp_path / "train.jsonl"
     rows.write_text(
         "".join(f'{{"query": "{t[:12]}", "pos": ["{t}"], "neg": ["{TEXTS[i - 1]}"]}}\n' for i, t in enumerate(TEXTS))
     )
-    ft = FinetuneOptions(output=tmp_path / "ft", max_steps=2, batch_size=2, group_size=2, precision="fp32")
+    ft = FinetuneOptions(output=tmp_path / "ft", max_steps=2, train_batch_size=2, group_size=2, precision="fp32")
     finetune(str(adapted), rows, ft)
     encoder = LlaraEncoder.from_pretrained(tmp_path / "ft", precision="fp32")
     passages, queries = encoder.encode(TEXTS, side="passage"), encoder.encode(TEXTS, side="query")

@@ -71,10 +71,10 @@ def test_finetune_cli_end_to_end(tiny_model_dir, tmp_path):
 
     train = write_rows(tmp_path / "t.jsonl", ROWS)
     out = tmp_path / "ft"
-    args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--batch-size", "3"]
+    args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--train-batch-size", "3"]
     args += ["--group-size", "2", "--max-steps", "3", "--lr", "1e-2", "--precision", "fp32", "--save-every", "2"]
     lengths = ["--query-max-length", "36", "--passage-max-length", "40"]
-    result = run_cli(*args, "--grad-cache", "--chunk-size", "2", *lengths)
+    result = run_cli(*args, "--grad-cache", "--grad-cache-chunk", "2", *lengths)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fine-tuned 3 steps on 6 rows" in result.stderr.replace("\n", " ")
     config = json.loads((out / "llara.json").read_text())
@@ -161,7 +161,7 @@ def test_defaults_follow_the_device_profile(tmp_path):
 def test_cli_records_the_profile_it_trained_with(tiny_model_dir, tmp_path):
     train = write_rows(tmp_path / "t.jsonl", ROWS)
     out = tmp_path / "ft"
-    args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--batch-size", "2"]
+    args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--train-batch-size", "2"]
     result = run_cli(*args, "--max-steps", "1", "--precision", "fp32", "--passage-max-length", "48")
     assert result.returncode == 0, result.stderr[-2000:]
     from llara.modeling.loading import device_of_rank

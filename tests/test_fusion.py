@@ -127,13 +127,14 @@ def test_tuning_uses_only_the_tuning_split(small_beir):
     first = evaluate_hybrid(BagOfWords(), data, fusion, k=20, tune=tune, show_progress_bar=False)
     tuning = first.info["fusion"]["tuning"]
     assert first.info["fusion"]["weight_source"] == "tuned on qrels/dev.tsv" and tuning["queries_also_evaluated"] == 0
-    assert tuning["grid"][f"{fusion.weight:g}"] == max(tuning["grid"].values())
+    assert tuning["grid"][f"{first.fusion.weight:g}"] == max(tuning["grid"].values())
+    assert fusion.weight is None  # the caller's Fusion is left as given
 
     # other test judgements: the same weight and grid (nothing learned from them), other metrics
     data.qrels = {q: {f"d{(int(q[1:]) + 7) % 40}": 1} for q in data.qrels}
     again = Fusion("score", tune_on="dev")
     second = evaluate_hybrid(BagOfWords(), data, again, k=20, tune=tune, show_progress_bar=False)
-    assert again.weight == fusion.weight and second.info["fusion"]["tuning"]["grid"] == tuning["grid"]
+    assert second.fusion.weight == first.fusion.weight and second.info["fusion"]["tuning"]["grid"] == tuning["grid"]
     assert second.metrics != first.metrics
     with pytest.raises(LlaraError, match="is the evaluated split"):
         tuning_split(data, Fusion("score", tune_on="test"))

@@ -138,7 +138,7 @@ def test_cli_index_defaults_come_from_index_params(embeddings, tmp_path):
     from typer.testing import CliRunner
 
     from llara.cli import app
-    from llara.cli.retrieval import IndexType
+    from llara.retrieval.options import IndexType
 
     assert tuple(t.value for t in IndexType) == BUILD_TYPES
     runner = CliRunner()

@@ -91,13 +91,13 @@ def test_finetune_under_a_memory_limit_fits_itself_or_stops_clearly(tiny_model_d
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "ft"
     args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--max-steps", "1",
-            "--batch-size", "16", "--group-size", "16", "--passage-max-length", "512",
+            "--train-batch-size", "16", "--group-size", "16", "--passage-max-length", "512",
             "--precision", "fp32"]  # fmt: skip
     result = run_limited(3.0, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GradCache in chunks of" in result.stderr
     stage = json.loads((out / "llara.json").read_text())["training"][-1]
-    assert stage["grad_cache"] is True and 1 <= stage["chunk_size"] < 16 * 16
+    assert stage["grad_cache"] is True and 1 <= stage["grad_cache_chunk"] < 16 * 16
     # a step that cannot fit even one text at a time: a clear error, exit 2, nothing written
     out2 = tmp_path / "ft2"
     big = [*args[:6], out2, *args[7:-4], "--passage-max-length", "200000", "--precision", "fp32"]

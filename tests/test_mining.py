@@ -69,7 +69,7 @@ def test_pairs_skips_untitled_and_excludes_same_title(tmp_path):
     ]
     corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
     out = tmp_path / "p.jsonl"
-    result = run_cli("pairs", "--corpus", corpus, "--output", out, "--negatives", "3", "--query", "title")
+    result = run_cli("pairs", "--corpus", corpus, "--output", out, "--negatives", "3", "--query-source", "title")
     assert result.returncode == 0, result.stderr
     assert "1 no title" in result.stderr.replace("\n", " ")
     got = {r["doc_id"]: r for r in rows(out)}
@@ -106,7 +106,7 @@ def test_pairs_from_a_corpus_without_titles(tmp_path):
     assert "s2" not in got["s"]["neg_ids"] and "s" not in got["s2"]["neg_ids"]
     assert "x" in {n for r in got.values() for n in r["neg_ids"]}  # a record too short to query is a negative
     for mode in ("title", "sentence"):  # one source alone never stops on records that lack it
-        res = run_cli("pairs", "--corpus", corpus, "--output", tmp_path / f"{mode}.jsonl", "--query", mode)
+        res = run_cli("pairs", "--corpus", corpus, "--output", tmp_path / f"{mode}.jsonl", "--query-source", mode)
         assert res.returncode == 0, res.stderr
     corpus.write_text(json.dumps({"_id": "1", "text": "two words"}) + "\n")
     bad = run_cli("pairs", "--corpus", corpus, "--output", tmp_path / "none.jsonl")
@@ -136,7 +136,7 @@ def test_mine_bm25_excludes_positives_and_respects_range(arxiv_subset, tmp_path)
 
 def test_mine_cli_refuses_a_missing_split(arxiv_subset, tmp_path):
     out = tmp_path / "mined.jsonl"
-    result = run_cli("mine", "--model", "bm25", "--data", arxiv_subset, "--output", out, "--split", "train")
+    result = run_cli("mine", "--method", "bm25", "--data", arxiv_subset, "--output", out, "--split", "train")
     assert result.returncode == 2 and "train.tsv" in result.stderr and not out.exists()
 
 

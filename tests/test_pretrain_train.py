@@ -31,7 +31,7 @@ def corpus(tmp_path):
 
 
 def opts(tmp_path, name="out", **kw):
-    base = dict(max_steps=4, batch_size=2, save_every=2, precision="fp32", logging_steps=1)
+    base = dict(max_steps=4, train_batch_size=2, save_every=2, precision="fp32", logging_steps=1)
     return PretrainOptions(output=tmp_path / name, **{**base, **kw})
 
 

@@ -40,11 +40,15 @@ OLD = {
 }
 
 
-def readme_recipe() -> str:
-    """The TOML example of README.md's "Your own recipe", verbatim: the docs cannot drift from the test."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"^```toml\n(.*?)^```", readme, flags=re.S | re.M)
-    assert len(blocks) == 1, "README.md should hold one TOML recipe example"
+GUIDE = ROOT / "docs" / "guide-recipes.md"
+
+
+def guide_recipe() -> str:
+    """The TOML example of docs/guide-recipes.md's "Your own recipe", verbatim: the docs cannot drift
+    from the test."""
+    guide = GUIDE.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```toml\n(.*?)^```", guide, flags=re.S | re.M)
+    assert len(blocks) == 1, "docs/guide-recipes.md should hold one TOML recipe example"
     return blocks[0]
 
 
@@ -87,11 +91,11 @@ def test_builtins_ship_as_files_and_equal_the_old_hard_coded_recipes(tmp_path):
             assert Recipe.from_dict(recipe.to_dict()) == recipe and recipe.record() == name
 
 
-# ------------------------------------------------------------------------------- the README example
-def test_readme_recipe_embeds_like_a_hand_built_prompt(tiny_model_dir, tmp_path):
+# ------------------------------------------------------------------------ the recipe guide's example
+def test_guide_recipe_embeds_like_a_hand_built_prompt(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = write(tmp_path, "my_recipe.toml", readme_recipe())
+    path = write(tmp_path, "my_recipe.toml", guide_recipe())
     recipe = load_recipe(path)
     assert recipe.name == "instruct" and not recipe.builtin and isinstance(recipe.record(), dict)
     encoder = LlaraEncoder.from_pretrained(tiny_model_dir, recipe=path, precision="fp32", device="cpu")
@@ -125,7 +129,7 @@ def test_readme_recipe_embeds_like_a_hand_built_prompt(tiny_model_dir, tmp_path)
 
 
 def test_json_recipe_file_is_the_same_recipe(tmp_path):
-    toml = load_recipe(write(tmp_path, "instruct.toml", readme_recipe()))
+    toml = load_recipe(write(tmp_path, "instruct.toml", guide_recipe()))
     data = {k: v for k, v in toml.to_dict().items() if k != "name"}  # the name defaults to the file's stem
     assert load_recipe(write(tmp_path, "instruct.json", json.dumps(data))) == toml
 
@@ -321,7 +325,7 @@ def test_pretrain_then_finetune_keep_a_user_recipe(tiny_model_dir, tmp_path):
 def test_pretraining_refuses_a_recipe_without_a_shared_prefix(tiny_model_dir, tmp_path):
     from llara.training.pretrain.trainer import check_pretrain_recipe
 
-    path = write(tmp_path, "my_recipe.toml", readme_recipe())
+    path = write(tmp_path, "my_recipe.toml", guide_recipe())
     with pytest.raises(LlaraError, match=r"my_recipe\.toml: field 'query': .*one shared prefix"):
         check_pretrain_recipe(load_recipe(path))
     with pytest.raises(LlaraError, match=r"field 'pooling': .*needs pooling 'last'"):

@@ -145,7 +145,7 @@ def test_bf16_base_gives_autocast_values_and_loss_curve(tiny_model_dir, tmp_path
 def test_pretrain_in_bf16_merges_into_the_exact_fp32_base(tiny_model_dir, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(" ".join(TEXTS) + ".\n\nThe index is a model of data. A query reads the library.\n")
-    o = PretrainOptions(output=tmp_path / "out", max_steps=2, batch_size=2, save_every=2, precision="bf16")
+    o = PretrainOptions(output=tmp_path / "out", max_steps=2, train_batch_size=2, save_every=2, precision="bf16")
     out = run_pretrain(str(tiny_model_dir), corpus, o)
     saved, base = load_file(out / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
     norms = [k for k in base if "norm" in k]
@@ -163,7 +163,8 @@ def test_resume_in_bf16_continues_exactly(tiny_model_dir, tmp_path):
     corpus.write_text((" ".join(TEXTS) + ".\n\nThe index is a model of data. A query reads the library.\n") * 3)
 
     def opts(name, **kw):
-        return PretrainOptions(output=tmp_path / name, max_steps=4, batch_size=2, save_every=2, precision="bf16", **kw)
+        sizes = {"max_steps": 4, "train_batch_size": 2, "save_every": 2}
+        return PretrainOptions(output=tmp_path / name, precision="bf16", **sizes, **kw)
 
     full = run_pretrain(str(tiny_model_dir), corpus, opts("a"))
     killed = opts("b")

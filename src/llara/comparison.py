@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from llara import settings
 from llara.errors import LlaraError
 from llara.retrieval.runs import Run
+from llara.settings import option
 
 DEFAULT_METRICS = ("nDCG@10", "RR@10", "R@100")
 TIE_TOLERANCE = 1e-9
@@ -113,6 +115,24 @@ def parse_metrics(text: str) -> list[str]:
         except (ValueError, NameError, TypeError, AttributeError):
             raise LlaraError(f"--metrics: unknown metric {name!r} (ir-measures names: nDCG@10, RR@10, R@100)") from None
     return canonical
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What `llara compare` takes."""
+
+    runs: list[Path] = option(
+        help="TREC run files (e.g. OUT/run.trec of `llara evaluate`)", factory=list, required=True, argument=True
+    )
+    qrels: Path | None = option(
+        None, "judgements: BEIR qrels TSV (query-id corpus-id score) or TREC qrels", required=True
+    )
+    metrics: list[str] = settings.metrics(DEFAULT_METRICS, parse=parse_metrics)
+    baseline: Path | None = option(None, "the run the others are compared with (default: first)")
+    output: Path | None = option(None, "JSON file for the table, p-values and settings")
+    permutations: int = option(10_000, "randomization test resamples (exact if 2^queries <= it)")
+    alpha: float = option(0.05, "significance level for the * marker (Holm-corrected)")
+    seed: int = settings.seed(0)
 
 
 def compare_runs(

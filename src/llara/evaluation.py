@@ -5,22 +5,51 @@ Metrics come from ir-measures through llara.scoring.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llara import settings
 from llara.data.beir import BeirDataset
 from llara.errors import LlaraError
 from llara.retrieval.runs import Run
 from llara.scoring import mean_scores, per_query_scores, score_run
+from llara.settings import FusionMethod, Method, Precision, option
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from llara.retrieval.fusion import Fusion
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What `llara evaluate` takes."""
+
+    data: list[Path] = option(
+        help="dataset folder in BEIR layout; repeat for a suite: each collection in turn, tested against BM25, "
+        "and the macro average (OUTPUT/suite.json, suite.md)",
+        factory=list,
+        required=True,
+    )
+    output: Path | None = option(None, "folder for run.trec and metrics.json", required=True)
+    model: str = settings.model()
+    method: Method = option(Method.dense, "dense (the model), bm25, or hybrid (both fused)")
+    split: str = option("test", "qrels/<split>.tsv")
+    fusion: FusionMethod | None = settings.fusion()
+    fusion_weight: float | None = settings.fusion_weight()
+    tune_on: str | None = option(None, "--fusion score: pick the weight on qrels/<TUNE_ON>.tsv (e.g. dev), not --split")
+    recipe: str | None = settings.recipe()
+    top_k: int = settings.top_k()
+    batch_size: int = settings.batch_size()
+    max_tokens_per_batch: int | None = settings.max_tokens_per_batch()
+    query_max_length: int | None = settings.query_max_length()
+    passage_max_length: int | None = settings.passage_max_length()
+    precision: Precision = settings.precision()
+    trust_remote_code: bool = settings.trust_remote_code()
 
 
 @dataclass
@@ -30,6 +59,7 @@ class Evaluation:
     timings: dict[str, float] = field(default_factory=dict)
     per_query: dict[str, dict[str, float]] = field(default_factory=dict)  # OUT/per_query.json, for `llara compare`
     info: dict = field(default_factory=dict)  # method-specific settings for metrics.json (hybrid: fusion)
+    fusion: Fusion | None = None  # a hybrid's fusion as it ran (its weight chosen)
 
 
 def _scored(run: Run, qrels: dict[str, dict[str, int]], timings: dict[str, float]) -> Evaluation:
@@ -111,6 +141,7 @@ def evaluate_hybrid(
 
     info: dict = {}
     t0 = time.perf_counter()
+    fusion = copy.copy(fusion)  # resolved here (weight, its source); the caller's stays as given
     if fusion.method == "auto":
         weak = measure_on_weak_pairs(
             data.corpus,
@@ -120,9 +151,7 @@ def evaluate_hybrid(
             batch_size=batch_size,
             max_tokens_per_batch=max_tokens_per_batch,
         )
-        chosen = choose_fusion(weak)
-        for name in ("method", "weight", "weight_source", "evidence"):
-            setattr(fusion, name, getattr(chosen, name))
+        fusion = choose_fusion(weak)
     if tune is not None:
         tune_bm25, tune_dense = only(sparse.run, tune.queries), only(dense_run, tune.queries)
         fusion.weight, grid = tune_weight(tune_bm25, tune_dense, tune.qrels, k=k)
@@ -150,6 +179,7 @@ def evaluate_hybrid(
     # the components' own figures on the evaluated split, so one hybrid run shows all three
     components = {"bm25": score_run(sparse.run, data.qrels), "dense": score_run(dense_run, data.qrels)}
     result.info = {"fusion": {**fusion.to_dict(), **info, "components": components}}
+    result.fusion = fusion
     return result
 
 

@@ -3,67 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.console import Console
 
-from llara.cli.options import (
-    ENCODE_BATCH_SIZE,
-    BatchSize,
-    Fusion,
-    FusionWeight,
-    MaxTokensPerBatch,
-    Method,
-    Metrics,
-    Model,
-    PassageLength,
-    Precision,
-    QueryLength,
-    Recipe,
-    Seed,
-    TopK,
-    TrustRemoteCode,
-    console,
-    settings,
-)
-from llara.comparison import DEFAULT_METRICS
+from llara.cli.options import command, console
+from llara.comparison import CompareOptions
 from llara.errors import LlaraError
+from llara.evaluation import EvaluateOptions
 from llara.experiments.ablation import AblationOptions
+from llara.experiments.demo import DemoOptions
+from llara.settings import Method
 
-A = AblationOptions  # the defaults of `llara ablate`
-METRICS = ",".join(DEFAULT_METRICS)
 
-
-def evaluate(
-    data: Annotated[
-        list[Path],
-        typer.Option(
-            help="dataset folder in BEIR layout; repeat for a suite: each collection in turn, tested against BM25, "
-            "and the macro average (OUTPUT/suite.json, suite.md)"
-        ),
-    ],
-    output: Annotated[Path, typer.Option(help="folder for run.trec and metrics.json")],
-    model: Model = "smollm2",
-    method: Annotated[Method, typer.Option(help="dense (the model), bm25, or hybrid (both fused)")] = Method.dense,
-    split: Annotated[str, typer.Option(help="qrels/<split>.tsv")] = "test",
-    fusion: Fusion = None,
-    fusion_weight: FusionWeight = None,
-    tune_on: Annotated[
-        str | None, typer.Option(help="--fusion score: pick the weight on qrels/<TUNE_ON>.tsv (e.g. dev), not --split")
-    ] = None,
-    recipe: Recipe = None,
-    top_k: TopK = 1000,
-    batch_size: BatchSize = ENCODE_BATCH_SIZE,
-    max_tokens_per_batch: MaxTokensPerBatch = None,
-    query_max_length: QueryLength = None,
-    passage_max_length: PassageLength = None,
-    precision: Precision = "auto",
-    trust_remote_code: TrustRemoteCode = False,
-) -> None:
+def _evaluate(o: EvaluateOptions) -> None:
     """Retrieve for every judged query of a BEIR dataset (or of several) and score the runs with ir-measures."""
     from llara.retrieval.fusion import fusion_options
 
+    method, model, fusion, fusion_weight, tune_on = o.method, o.model, o.fusion, o.fusion_weight, o.tune_on
     fusion_options(method.value, fusion and fusion.value, fusion_weight, tune_on)  # refused before anything runs
     encoder = None
 
@@ -74,11 +30,11 @@ def evaluate(
 
             encoder = LlaraEncoder.from_pretrained(
                 model,
-                recipe=recipe,
-                query_max_length=query_max_length,
-                passage_max_length=passage_max_length,
-                precision=precision,
-                trust_remote_code=trust_remote_code,
+                recipe=o.recipe,
+                query_max_length=o.query_max_length,
+                passage_max_length=o.passage_max_length,
+                precision=o.precision,
+                trust_remote_code=o.trust_remote_code,
             )
         return encoder
 
@@ -90,26 +46,26 @@ def evaluate(
         from llara.reporting import metrics_table
 
         fuse = fusion_options(how.value, fusion and fusion.value, fusion_weight, tune_on) if how is method else None
-        dataset = load_beir(folder, split)  # all validation happens before anything is written
+        dataset = load_beir(folder, o.split)  # all validation happens before anything is written
         tune = tuning_split(dataset, fuse) if fuse else None
-        info = {"method": how.value, "dataset": str(folder), "split": split, **dataset.stats}
+        info = {"method": how.value, "dataset": str(folder), "split": o.split, **dataset.stats}
         if how is Method.bm25:
-            result = evaluate_bm25(dataset, k=top_k)
+            result = evaluate_bm25(dataset, k=o.top_k)
             name = "bm25"
         else:
             enc = load_encoder()
             texts, cut = enc.prompts.wrapped, enc.prompts.truncated  # the encoder counts over its lifetime
             docs, docs_cut = enc.prompts.wrapped_by_side["passage"], enc.prompts.truncated_by_side["passage"]
             if fuse:
-                result = evaluate_hybrid(enc, dataset, fuse, top_k, tune, batch_size, True, max_tokens_per_batch)
+                result = evaluate_hybrid(enc, dataset, fuse, o.top_k, tune, o.batch_size, True, o.max_tokens_per_batch)
             else:
                 result = evaluate_dense(
-                    enc, dataset, k=top_k, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
+                    enc, dataset, k=o.top_k, batch_size=o.batch_size, max_tokens_per_batch=o.max_tokens_per_batch
                 )
             name = f"{model} ({enc.recipe.name})" + (" + bm25" if fuse else "")
             if fuse:
-                console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
-            info.update(model=str(model), **enc.config(), precision=precision)
+                console.print(f"fusion: {result.fusion.describe()}", soft_wrap=True)
+            info.update(model=str(model), **enc.config(), precision=o.precision)
             truncated = enc.prompts.truncated - cut
             info.update(texts=enc.prompts.wrapped - texts, truncated_texts=truncated)
             docs = enc.prompts.wrapped_by_side["passage"] - docs  # passages encoded (weak-pair rests included)
@@ -122,14 +78,14 @@ def evaluate(
         info["skipped_rows"] = bad_rows().count
         info["warnings"] = bad_rows().warnings()
         write_evaluation(out, result, info, tag=f"llara-{how.value}")
-        Console().print(metrics_table(f"{folder.name} ({split})", {name: result.metrics}, list(result.metrics)))
+        Console().print(metrics_table(f"{folder.name} ({o.split})", {name: result.metrics}, list(result.metrics)))
         console.print(f"wrote {out / 'run.trec'}, {out / 'metrics.json'} and {out / 'per_query.json'}")
-        return {"metrics": result.metrics, "stats": dataset.stats, "qrels": folder / "qrels" / f"{split}.tsv"}
+        return {"metrics": result.metrics, "stats": dataset.stats, "qrels": folder / "qrels" / f"{o.split}.tsv"}
 
-    if len(data) == 1:
-        run(data[0], method, output)
+    if len(o.data) == 1:
+        run(o.data[0], method, o.output)
         return
-    evaluate_suite(data, output, method, run, model if method is not Method.bm25 else None, split)
+    evaluate_suite(o.data, o.output, method, run, model if method is not Method.bm25 else None, o.split)
 
 
 def evaluate_suite(data: list[Path], output: Path, method: Method, run, model: str | None, split: str) -> None:
@@ -161,59 +117,35 @@ def evaluate_suite(data: list[Path], output: Path, method: Method, run, model: s
     console.print(f"wrote {output / 'suite.json'} and {output / 'suite.md'}")
 
 
-def compare(
-    runs: Annotated[list[Path], typer.Argument(help="TREC run files (e.g. OUT/run.trec of `llara evaluate`)")],
-    qrels: Annotated[Path, typer.Option(help="judgements: BEIR qrels TSV (query-id corpus-id score) or TREC qrels")],
-    metrics: Metrics = METRICS,
-    baseline: Annotated[Path | None, typer.Option(help="the run the others are compared with (default: first)")] = None,
-    output: Annotated[Path | None, typer.Option(help="JSON file for the table, p-values and settings")] = None,
-    permutations: Annotated[int, typer.Option(help="randomization test resamples (exact if 2^queries <= it)")] = 10_000,
-    alpha: Annotated[float, typer.Option(help="significance level for the * marker (Holm-corrected)")] = 0.05,
-    seed: Seed = 0,
-) -> None:
+def _compare(o: CompareOptions) -> None:
     """Compare runs with a baseline: metrics, differences, paired randomization and t-tests (Holm-corrected)."""
-    from llara.comparison import compare_runs, parse_metrics
+    from llara.comparison import compare_runs
     from llara.data.io import write_json
     from llara.reporting import comparison_table
 
-    result = compare_runs(runs, qrels, parse_metrics(metrics), baseline, permutations, seed, alpha)
-    if output is not None:
-        write_json(output, result)
+    result = compare_runs(o.runs, o.qrels, o.metrics, o.baseline, o.permutations, o.seed, o.alpha)
+    if o.output is not None:
+        write_json(o.output, result)
     Console().print(comparison_table(result))
-    if output is not None:
-        console.print(f"wrote {output}")
+    if o.output is not None:
+        console.print(f"wrote {o.output}")
 
 
-def ablate(
-    data: Annotated[Path, typer.Option(help="dataset folder in BEIR layout; its corpus.jsonl is the adaptation text")],
-    output: Annotated[Path, typer.Option(help="folder for models, runs, ablation.json and ablation.md (resumable)")],
-    model: Model = A.model,
-    split: Annotated[str, typer.Option(help="qrels/<split>.tsv: evaluated only, never trained on")] = A.split,
-    train: Annotated[
-        Path | None, typer.Option(help='JSONL rows {"query", "pos", "neg"} (default: weak pairs from the corpus)')
-    ] = A.train,
-    seeds: Annotated[int, typer.Option(help="fine-tuning seeds (each: raw and adapted model alike)")] = A.seeds,
-    pretrain_minutes: Annotated[float, typer.Option(help="adaptation budget in minutes")] = A.pretrain_minutes,
-    finetune_minutes: Annotated[
-        float, typer.Option(help="budget of each fine-tuning run in minutes")
-    ] = A.finetune_minutes,
-    pretrain_steps: Annotated[int | None, typer.Option(help="adaptation steps instead of minutes")] = A.pretrain_steps,
-    finetune_steps: Annotated[int | None, typer.Option(help="fine-tuning steps instead of minutes")] = A.finetune_steps,
-    metrics: Metrics = METRICS,
-) -> None:
+def _ablate(o: AblationOptions) -> None:
     """Does EBAE + EBAR adaptation before fine-tuning beat fine-tuning directly? All arms on your data, with tests."""
-    params = dict(locals())
     from llara.experiments.ablation import run_ablation
 
-    run_ablation(data, output, settings(AblationOptions, params, metrics=metrics.split(",")), console)
+    run_ablation(o.data, o.output, o, console)
 
 
-def demo(
-    output: Annotated[Path, typer.Option(help="folder for data, models and results")] = Path("llara-demo"),
-    quick: Annotated[bool, typer.Option(help="a smaller, faster run")] = False,
-    model: Model = "smollm2",
-) -> None:
+def _demo(o: DemoOptions) -> None:
     """The whole pipeline on data that ships with pip packages (arXiv titles -> abstracts)."""
     from llara.experiments.demo import run_demo
 
-    run_demo(output, quick=quick, model=model)
+    run_demo(o.output, quick=o.quick, model=o.model)
+
+
+evaluate = command(EvaluateOptions, _evaluate, "evaluate")
+compare = command(CompareOptions, _compare, "compare")
+ablate = command(AblationOptions, _ablate, "ablate")
+demo = command(DemoOptions, _demo, "demo")

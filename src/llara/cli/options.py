@@ -1,128 +1,126 @@
-"""What the commands share: the stderr console, and every option that several commands take, declared once.
+"""Commands generated from their job's dataclass: every option is a field, declared once (llara.settings).
 
-An option's default is not here: each command sets it from the settings dataclass of its job
-(`PretrainOptions.lr`, `ServeOptions.port`, ...), so that a default has one home.
+`command(Options, run)` gives a typer command whose options are the fields of `Options` declared with
+`llara.settings.option`: flag, type, choices, default and help all come from the field, so the CLI holds
+no default of its own and an option that maps to no field cannot exist. The command builds `Options`
+from what the user typed and calls `run(options)`. Old spellings (`deprecated=`) stay accepted for one
+release, with a warning that names the new one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from enum import StrEnum
-from typing import Annotated
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from llara.errors import LlaraError
+from llara.settings import OptionSpec, flag_of, spec_of
 
-console = Console(stderr=True)  # progress and "wrote ..." lines; results go to stdout
+console = Console(stderr=True, soft_wrap=True)  # progress and "wrote ..." lines (paths unbroken); results: stdout
 
-ENCODE_BATCH_SIZE = 32  # texts per forward pass when encoding (evaluate, encode, search, mine)
-
-
-class Method(StrEnum):
-    dense = "dense"
-    bm25 = "bm25"
-    hybrid = "hybrid"
+DEPRECATED = "deprecated__"  # the parameter name prefix of an old spelling
 
 
-class FusionMethod(StrEnum):
-    auto = "auto"
-    rrf = "rrf"
-    score = "score"
+def warn(text: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True, highlight=False)
 
 
-# --- models and encoding
-Model = Annotated[str, typer.Option("--model", "-m", help="built-in name (smollm2), a .gguf file or a HF folder")]
-Recipe = Annotated[
-    str | None,
-    typer.Option(
-        help="a built-in recipe name (reference | paper | repllama | mean) or a recipe file (TOML/JSON); "
-        "default: the model's own, else reference"
-    ),
-]
-QueryLength = Annotated[
-    int | None, typer.Option(help="query tokens, prompt included (default: the model's llara.json, else 64)")
-]
-PassageLength = Annotated[
-    int | None, typer.Option(help="passage tokens, prompt included (default: the model's llara.json, else 256)")
-]
-Precision = Annotated[
-    str, typer.Option(help="auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)")
-]
-TrustRemoteCode = Annotated[bool, typer.Option(help="run Python code shipped with the model (trusted folders only)")]
-BatchSize = Annotated[int, typer.Option(help="texts per forward pass")]
-MaxTokensPerBatch = Annotated[
-    int | None, typer.Option(help="token budget per batch (rows x longest row) instead of --batch-size")
-]
-Seed = Annotated[int, typer.Option(help="random seed")]
-
-# --- retrieval
-TopK = Annotated[int, typer.Option(help="documents retrieved per query")]
-Fusion = Annotated[
-    FusionMethod | None,
-    typer.Option(
-        "--fusion",
-        help="--method hybrid: auto (default: weighted RRF, the dense weight chosen on held-out weak pairs of the "
-        "corpus, 0 = BM25 alone), rrf (reciprocal rank fusion, k=60, equal weights) or score (min-max)",
-    ),
-]
-FusionWeight = Annotated[
-    float | None,
-    typer.Option(help="--fusion rrf or score: weight of the dense run, BM25 gets 1 - W (default: equal)"),
-]
-EfSearch = Annotated[int | None, typer.Option(help="HNSW search beam (default: the index's)")]
-Nprobe = Annotated[int | None, typer.Option(help="IVF cells searched, ivf and ivfpq (default: the index's)")]
-Metrics = Annotated[str, typer.Option(help="comma-separated ir-measures names")]
-
-# --- training (pretrain and finetune)
-MaxSteps = Annotated[int | None, typer.Option(help="optimizer steps")]
-MaxTime = Annotated[float | None, typer.Option(help="minutes; stop, checkpoint and save when reached")]
-SpecialLr = Annotated[float, typer.Option(help="learning rate of the special-token embeddings")]
-GradAccum = Annotated[int, typer.Option(help="gradient accumulation steps")]
-Full = Annotated[bool, typer.Option(help="full fine-tuning instead of LoRA")]
-LoraR = Annotated[int, typer.Option(help="LoRA rank")]
-LoraAlpha = Annotated[int, typer.Option(help="LoRA scaling (alpha)")]
-LoraDropout = Annotated[float, typer.Option(help="dropout on LoRA inputs")]
-GradientCheckpointing = Annotated[bool, typer.Option(help="recompute activations in the backward pass (less memory)")]
-Bf16Base = Annotated[
-    bool,
-    typer.Option(
-        help="LoRA in bf16 on a CPU: hold the frozen projection weights in bf16 rather than have autocast cast "
-        "them on every pass (the same values, less time and memory; --no-bf16-base: as llara trained before)"
-    ),
-]
-FastPaths = Annotated[
-    bool,
-    typer.Option(
-        help="llara's faster training layers where tests prove them (a CPU, no DeepSpeed, tested versions); "
-        "--no-fast-paths: PEFT's and transformers' own everywhere"
-    ),
-]
-SaveEvery = Annotated[int, typer.Option(help="steps between checkpoints")]
-KeepCheckpoints = Annotated[
-    int,
-    typer.Option(help="keep the newest N checkpoints, each verified on disk before older ones go (0: keep all)"),
-]
-LoggingSteps = Annotated[int, typer.Option(help="steps between loss logs")]
-Resume = Annotated[bool, typer.Option(help="continue from the last checkpoint of this output")]
-DeepSpeed = Annotated[str | None, typer.Option(help="DeepSpeed JSON config (see configs/)")]
+def option_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of `cls` that are command-line options."""
+    return [f for f in dataclasses.fields(cls) if spec_of(f) is not None]
 
 
-def numbers(option: str, text: str) -> list[float]:
-    """ "3,12" -> [3.0, 12.0]; "" -> []."""
-    try:
-        return [float(m) for m in text.split(",") if m.strip()]
-    except ValueError:
-        raise LlaraError(f"{option}: not a list of numbers: {text!r}") from None
+def _default(f: dataclasses.Field, spec: OptionSpec) -> Any:
+    if spec.required:
+        return ...
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if value is dataclasses.MISSING:
+        return ...
+    return spec.show(value) if spec.show else value
 
 
-def names(text: str) -> list[str]:
-    """ "q, k,v" -> ["q", "k", "v"]."""
-    return [t.strip() for t in text.split(",") if t.strip()]
+def _cli_type(f: dataclasses.Field, hint: Any, spec: OptionSpec) -> Any:
+    if spec.parse is not None:
+        return str
+    if spec.required and type(None) in typing.get_args(hint):  # required on the command line: not optional there
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint
 
 
-def settings(cls: type, params: dict, **converted):
-    """A settings dataclass from a command's parameters (those that are its fields), some converted first."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in {**params, **converted}.items() if k in fields})
+def _parameter(name: str, cli_type: Any, default: Any, info: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[cli_type, info]
+    )
+
+
+def parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str]]]:
+    """The typer parameters of `cls`'s option fields, and {old spelling's parameter: (field, old flag)}."""
+    hints = typing.get_type_hints(cls)
+    params, old = [], {}
+    seen: dict[str, str] = {}
+    for f in option_fields(cls):
+        spec = spec_of(f)
+        flag = flag_of(f)
+        for name in (flag, *spec.deprecated, *([spec.short] if spec.short else [])):
+            if name in seen:
+                raise TypeError(f"{cls.__name__}: {name} names both {seen[name]} and {f.name}")
+            seen[name] = f.name
+        cli_type = _cli_type(f, hints[f.name], spec)
+        default = _default(f, spec)
+        if spec.argument:
+            info = typer.Argument(help=spec.help, show_default=default is not ...)
+        else:
+            decls = [flag, *([spec.short] if spec.short else [])]
+            is_bool = cli_type is bool
+            if is_bool and not flag.startswith("--no-") and f.name.replace("_", "-") == flag[2:]:
+                decls[0] = f"{flag}/--no-{flag[2:]}"
+            info = typer.Option(*decls, help=spec.help, envvar=spec.envvar, show_default=default is not ...)
+        params.append(_parameter(f.name, cli_type, default, info))
+        for spelling in spec.deprecated:
+            name = DEPRECATED + spelling.lstrip("-").replace("-", "_")
+            info = typer.Option(spelling, hidden=True, help=f"deprecated: use {flag}")
+            params.append(_parameter(name, typing.Optional[cli_type], None, info))  # noqa: UP045 - a runtime type
+            old[name] = (f.name, spelling)
+    # what the user must give first (arguments, then required options), each group in field order
+    params.sort(key=lambda p: (not isinstance(typing.get_args(p.annotation)[1], typer.models.ArgumentInfo),
+                               p.default is not ...))  # fmt: skip
+    return params, old
+
+
+def from_command_line(cls: type, values: dict[str, Any], old: dict[str, tuple[str, str]]) -> Any:
+    """`cls` from what typer parsed: old spellings mapped (with a warning), text options read."""
+    values = dict(values)
+    for name, (field_name, spelling) in old.items():
+        given = values.pop(name, None)
+        if given is not None:
+            new = flag_of(next(f for f in dataclasses.fields(cls) if f.name == field_name))
+            warn(f"{spelling} is deprecated and will be removed in the next release: use {new}")
+            values[field_name] = given
+    for f in option_fields(cls):
+        spec = spec_of(f)
+        if spec.parse is not None and isinstance(values.get(f.name), str):
+            values[f.name] = spec.parse(values[f.name])
+    return cls(**values)
+
+
+def command(cls: type, run: Callable[[Any], None], name: str | None = None) -> Callable[..., None]:
+    """A typer command named `name` (default: run's name) whose options are `cls`'s option fields and
+    whose help is run's docstring; it builds `cls` from the command line and calls `run` with it."""
+    params, old = parameters(cls)
+
+    def generated(**values: Any) -> None:
+        run(from_command_line(cls, values, old))
+
+    generated.__name__ = name or run.__name__
+    generated.__qualname__ = generated.__name__
+    generated.__doc__ = run.__doc__
+    generated.__signature__ = inspect.Signature(params, return_annotation=None)
+    generated.__annotations__ = {p.name: p.annotation for p in params}
+    generated.options_class = cls
+    return generated

@@ -23,17 +23,19 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
+from llara import settings
 from llara.comparison import DEFAULT_METRICS, TIE_TOLERANCE, compare_runs, parse_metrics
 from llara.data.io import atomic_write, require_file, write_json
 from llara.errors import LlaraError
 from llara.experiments.demo import SAVE_EVERY, Stages
 from llara.reporting import ablation_arms_table, ablation_markdown, ablation_seeds_table, comparison_table
+from llara.settings import option
 from llara.training.finetune.options import FinetuneOptions
 from llara.training.options import interrupted
 from llara.training.pretrain.options import PretrainOptions
@@ -45,19 +47,25 @@ ADAPTATION_SETTINGS = ("lr", "special_lr", "lm_loss", "lora_dropout", "chunk_tok
 FINETUNE_SETTINGS = ("group_size", "query_max_length", "passage_max_length", "lr", "special_lr")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AblationOptions:
-    """What `llara ablate` takes besides the data and output folders."""
+    """What `llara ablate` takes."""
 
-    model: str = "smollm2"
-    split: str = "test"
-    train: Path | None = None
-    seeds: int = 3
-    pretrain_minutes: float = 12.0
-    finetune_minutes: float = 12.0
-    pretrain_steps: int | None = None  # given: a step budget instead of the minutes
-    finetune_steps: int | None = None
-    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    data: Path | None = option(
+        None, "dataset folder in BEIR layout; its corpus.jsonl is the adaptation text", required=True
+    )
+    output: Path | None = option(
+        None, "folder for models, runs, ablation.json and ablation.md (resumable)", required=True
+    )
+    model: str = settings.model()
+    split: str = option("test", "qrels/<split>.tsv: evaluated only, never trained on")
+    train: Path | None = option(None, 'JSONL rows {"query", "pos", "neg"} (default: weak pairs from the corpus)')
+    seeds: int = option(3, "fine-tuning seeds (each: raw and adapted model alike)")
+    pretrain_minutes: float = option(12.0, "adaptation budget in minutes")
+    finetune_minutes: float = option(12.0, "budget of each fine-tuning run in minutes")
+    pretrain_steps: int | None = option(None, "adaptation steps instead of minutes")
+    finetune_steps: int | None = option(None, "fine-tuning steps instead of minutes")
+    metrics: list[str] = settings.metrics(DEFAULT_METRICS, parse=parse_metrics)
 
     def validate(self) -> None:
         if self.seeds < 1:
@@ -70,7 +78,9 @@ class AblationOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise LlaraError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        self.metrics = parse_metrics(",".join(self.metrics))
+        canonical = parse_metrics(",".join(self.metrics))
+        if list(self.metrics) != canonical:
+            raise LlaraError(f"--metrics: write them as ir-measures does: {','.join(canonical)}")
 
     def budget(self, stage: str) -> dict:
         """max_steps / max_time of a training stage: the steps when given (reproducible), else the minutes."""
@@ -313,4 +323,4 @@ def summarize(final: dict[str, Path], qrels: Path, opts: AblationOptions, traini
 
 def _settings(run: PretrainOptions | FinetuneOptions, names: tuple[str, ...]) -> dict:
     return {**{k: getattr(run, k) for k in names}, "max_steps": run.max_steps, "max_time": run.max_time,
-            "batch_size": run.batch_size}  # fmt: skip
+            "train_batch_size": run.train_batch_size}  # fmt: skip

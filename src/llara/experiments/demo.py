@@ -35,16 +35,18 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 
+from llara import settings
 from llara.data.arxiv import write_arxiv_beir
 from llara.data.beir import load_beir
 from llara.data.io import atomic_write, write_json
 from llara.reporting import demo_markdown, demo_table, results_plot
 from llara.retrieval.fusion import Fusion
+from llara.settings import option
 from llara.training.finetune.options import FinetuneOptions
 from llara.training.options import interrupted
 from llara.training.pretrain.options import PretrainOptions
@@ -58,7 +60,9 @@ SIGNIFICANCE_METRICS = ("nDCG@10", "R@100")  # the table's metrics, each row tes
 # per query, short texts, a high rate), within the budget's minutes.
 SAVE_EVERY = 25  # steps between checkpoints: an interrupted run loses little
 # What results.json records of the fine-tuning options (identical for both fine-tuned rows).
-FINETUNE_RECORD = ("group_size", "query_max_length", "passage_max_length", "lr", "special_lr", "batch_size", "seed")
+FINETUNE_RECORD = (
+    "group_size", "query_max_length", "passage_max_length", "lr", "special_lr", "train_batch_size", "seed"
+)  # fmt: skip
 # Evaluation stage (OUTPUT/stages/<name>.json) of each run (OUTPUT/runs/<name>/).
 EVAL_STAGES = {
     "bm25": "bm25",
@@ -111,10 +115,9 @@ def finetune_options(budget: Budget, output: Path, resume: bool = False) -> Fine
         save_every=SAVE_EVERY,
         logging_steps=2,
         max_time=budget.finetune_minutes,
-        batch_size=budget.batch_size,
+        train_batch_size=budget.batch_size,
     ).resolve()
-    opts.passage_max_length = min(opts.passage_max_length, budget.passage_max_length)
-    return opts
+    return replace(opts, passage_max_length=min(opts.passage_max_length, budget.passage_max_length))
 
 
 class Stages:
@@ -152,6 +155,15 @@ def finished(target: Path) -> bool:
     """A saved model (saved atomically: llara.json is written last), e.g. by a run killed before its stage
     was recorded; training it again from its last checkpoint would overrun the budget."""
     return (target / "llara.json").is_file()
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `llara demo` takes."""
+
+    output: Path = option(Path("llara-demo"), "folder for data, models and results")
+    quick: bool = option(False, "a smaller, faster run")
+    model: str = settings.model()
 
 
 def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: Budget | None = None) -> dict:
@@ -221,7 +233,7 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
                 save_every=SAVE_EVERY,
                 logging_steps=2,
                 max_time=budget.pretrain_minutes,
-                batch_size=budget.batch_size,
+                train_batch_size=budget.batch_size,
                 chunk_tokens=budget.chunk_tokens,
             )
             run_pretrain(model, data_dir / "corpus.jsonl", opts)
@@ -298,7 +310,7 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
             if name != "bm25"
             else None
         )
-    settings = finetune_options(budget, finetuned)
+    finetuning = finetune_options(budget, finetuned)
     report = {
         "data": TITLE,
         "model": model,
@@ -308,8 +320,8 @@ def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: 
             "rows": [names["ft-raw"], names["ft-adapted"]],
             "what": "the same weak pairs, options and budget for both; with a time budget the step counts may differ",
             "pairs": str(pairs_file),
-            "max_time": settings.max_time,
-            **{k: getattr(settings, k) for k in FINETUNE_RECORD},
+            "max_time": finetuning.max_time,
+            **{k: getattr(finetuning, k) for k in FINETUNE_RECORD},
         },
         "hybrid": {**fusion.to_dict(), "of": [names["bm25"], names["ft-adapted"]]},
         "columns": COLUMNS,

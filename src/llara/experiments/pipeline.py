@@ -25,20 +25,26 @@ from pathlib import Path
 
 from rich.console import Console
 
+from llara import settings
 from llara.data.io import write_json
 from llara.experiments.demo import SAVE_EVERY, Stages, finished
+from llara.settings import option
 from llara.training.options import interrupted
 
 HELD_OUT_PART = 5  # at most 1 / HELD_OUT_PART of the documents are held out of training for the check
 
 
-@dataclass
+@dataclass(frozen=True)
 class PipelineOptions:
     """`llara pipeline`'s settings; every other setting is the stage's own command's default."""
 
-    model: str = "smollm2"
-    pretrain_minutes: float = 12.0
-    finetune_minutes: float = 12.0
+    corpus: Path | None = option(None, "corpus.jsonl (BEIR: _id, title, text); no labels needed", required=True)
+    output: Path | None = option(
+        None, "folder for the model, index, pairs and pipeline.json (rerun to resume)", required=True
+    )
+    model: str = settings.model()
+    pretrain_minutes: float = option(12.0, "EBAE + EBAR adaptation budget in minutes")
+    finetune_minutes: float = option(12.0, "contrastive fine-tuning budget in minutes")
 
 
 def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Console) -> dict:
@@ -118,7 +124,7 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
     }
     report = {
         "corpus": str(corpus),
-        "options": asdict(opts),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
         "model": str(model),
         "index": str(index_dir),
         "index_type": done["index"]["type"],

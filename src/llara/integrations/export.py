@@ -12,10 +12,14 @@ export never leaves a half-written model under the final name.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
+from llara import settings
 from llara.data.io import atomic_dir
 from llara.errors import LlaraError
+from llara.settings import option
 
 FORMATS = ("hf", "sentence-transformers")
 
@@ -42,6 +46,23 @@ scores = encoder.encode_queries(["a query"]) @ encoder.encode_corpus(["a passage
 model = SentenceTransformer("{path}", trust_remote_code=True)
 scores = model.encode_query(["a query"]) @ model.encode_document(["a passage"]).T""",
 }
+
+
+class ExportFormat(StrEnum):
+    hf = "hf"
+    sentence_transformers = "sentence-transformers"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `llara export` takes."""
+
+    output: Path | None = option(None, "folder to write (built under a temporary name, then renamed)", required=True)
+    model: str = settings.model()
+    format: ExportFormat = option(ExportFormat.hf, "hf (plain HF folder) or sentence-transformers")
+    recipe: str | None = settings.recipe()
+    overwrite: bool = option(False, "replace an existing non-empty OUTPUT")
+    trust_remote_code: bool = settings.trust_remote_code()
 
 
 def check_output(output: Path, overwrite: bool) -> None:

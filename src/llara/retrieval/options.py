@@ -25,27 +25,35 @@ token states of real text (30k x 576, benchmarks/text_vectors.py):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
 
+from llara import settings
 from llara.errors import LlaraError
+from llara.settings import FusionMethod, Method, Precision, option
 
 INDEX_TYPES = ("flat", "hnsw", "hnswsq", "ivf", "ivfpq")
 BUILD_TYPES = ("auto", *INDEX_TYPES)  # what `llara index --type` takes; auto picks by collection size
+IndexType = StrEnum("IndexType", {t: t for t in BUILD_TYPES})
 
 
 @dataclass
 class IndexParams:
     """Build and search knobs; None means "pick from the collection size" (see `resolve`)."""
 
-    flat_max: int = 200_000  # --type auto: exact (flat) up to this many vectors, hnswsq above
-    hnsw_m: int = 32  # graph degree: more = better recall, more memory and build time
-    ef_construction: int = 128  # build beam: a better graph, so a narrower search reaches the same recall
-    ef_search: int | None = None  # search beam; default by size (`hnsw_ef_search`)
-    refine_factor: int = 2  # hnswsq: candidates per result re-ranked on the float vectors
-    nlist: int | None = None  # IVF cells; default about 4 sqrt(N)
-    pq_m: int | None = None  # PQ sub-vectors; default the largest divisor of dim <= min(64, dim / 4)
-    pq_bits: int | None = None  # bits per sub-vector code; default 8, fewer for tiny collections
-    nprobe: int | None = None  # IVF cells visited per query; default: ivf nlist / 8, ivfpq 32
+    flat_max: int = option(200_000, "--type auto: exact (flat) up to this many vectors, hnswsq above")
+    # graph degree: more = better recall, more memory and build time
+    hnsw_m: int = option(32, "HNSW graph degree")
+    # a better graph, so a narrower search reaches the same recall
+    ef_construction: int = option(128, "HNSW build beam")
+    ef_search: int | None = option(None, "HNSW search beam (stored; default by collection size)")
+    refine_factor: int = option(2, "hnswsq: candidates per result re-ranked on the float vectors")
+    nlist: int | None = option(None, "IVF cells (default ~4 sqrt(N))")
+    # default the largest divisor of dim <= min(64, dim / 4)
+    pq_m: int | None = option(None, "PQ sub-vectors (must divide dim)")
+    pq_bits: int | None = option(None, "bits per PQ code (default 8, fewer for tiny collections)")
+    nprobe: int | None = option(None, "IVF cells searched (stored; default ivf nlist/8, ivfpq 32)")
     train_size: int = 100_000  # training sample of IVF cells and codes, and of hnswsq's 8-bit ranges (rows)
 
     def choose_type(self, count: int) -> str:
@@ -55,7 +63,7 @@ class IndexParams:
     def resolve(self, count: int, dim: int, index_type: str | None = None) -> IndexParams:
         """Every None filled in for `count` x `dim` vectors in an index of `index_type` (default: auto's)."""
         index_type = index_type or self.choose_type(count)
-        p = IndexParams(**asdict(self))
+        p = IndexParams(**{f.name: getattr(self, f.name) for f in fields(IndexParams)})
         if p.nlist is None:
             # at least ~39 training points per cell, as FAISS asks, so k-means stays meaningful
             p.nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))
@@ -79,3 +87,40 @@ def hnsw_ef_search(count: int) -> int:
     96 up to 30k, 128 at 100k, 192 at 200k, 416 at 1M (a multiple of 16; measured at 1M with
     hnswsq: recall@10 0.995 at 416, 0.994 at 384, 3x the exact scan, benchmarks/RESULTS.md)."""
     return max(96, 16 * math.ceil(8 * math.sqrt(count / 100_000)))
+
+
+@dataclass
+class IndexOptions(IndexParams):
+    """What `llara index` takes: the embeddings, the index folder, its type, and IndexParams."""
+
+    embeddings: Path | None = option(None, "folder written by `llara encode` (all shards)", required=True)
+    output: Path | None = option(None, "index folder to write", required=True)
+    type: IndexType = option(
+        IndexType.auto,
+        "auto (flat up to --flat-max vectors, hnswsq above), flat (exact), hnsw, hnswsq (HNSW over 8-bit codes, "
+        "re-ranked exactly), ivf or ivfpq",
+    )
+
+    def params(self) -> IndexParams:
+        return IndexParams(**{f.name: getattr(self, f.name) for f in fields(IndexParams)})
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What `llara search` takes."""
+
+    queries: Path | None = option(None, "queries.jsonl (_id, text)", required=True)
+    output: Path | None = option(None, "TREC run file to write", required=True)
+    index: Path | None = option(None, "folder written by `llara index` (dense, hybrid)")
+    model: str = settings.model()
+    method: Method = option(Method.dense, "dense (the index), bm25 (--corpus), hybrid (both)")
+    corpus: Path | None = option(None, "corpus.jsonl for BM25 (--method bm25 or hybrid)")
+    fusion: FusionMethod | None = settings.fusion()
+    fusion_weight: float | None = settings.fusion_weight()
+    top_k: int = settings.top_k()
+    batch_size: int = settings.batch_size()
+    max_tokens_per_batch: int | None = settings.max_tokens_per_batch()
+    ef_search: int | None = settings.ef_search()
+    nprobe: int | None = settings.nprobe()
+    precision: Precision = settings.precision()
+    trust_remote_code: bool = settings.trust_remote_code()

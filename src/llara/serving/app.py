@@ -193,7 +193,7 @@ def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         batcher = MicroBatcher(
-            service.encode, opts.max_batch, opts.batch_wait_ms / 1000, opts.max_queue, opts.rejoin_wait_ms / 1000
+            service.encode, opts.batch_size, opts.batch_wait_ms / 1000, opts.max_queue, opts.rejoin_wait_ms / 1000
         )
         batcher.start()
         state["batcher"] = batcher

@@ -31,7 +31,7 @@ def _check_options(opts: ServeOptions) -> None:
             f"--host {opts.host} is reachable from other machines: set --api-key (or LLARA_API_KEY), "
             "or serve on 127.0.0.1"
         )
-    for name in ("max_batch", "max_queue", "max_inputs", "max_body_bytes", "max_top_k"):
+    for name in ("batch_size", "max_queue", "max_inputs", "max_body_bytes", "max_top_k"):
         if getattr(opts, name) < 1:
             raise LlaraError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("batch_wait_ms", "rejoin_wait_ms"):

@@ -108,7 +108,7 @@ class Service:
         return fusion
 
     def encode(self, texts: list[str], side: str) -> Encoded:
-        return encode_texts(self.encoder, texts, side, self.opts.max_batch)
+        return encode_texts(self.encoder, texts, side, self.opts.batch_size)
 
     def info(self) -> dict:
         out = {"model": self.name, "dim": self.encoder.dim, **self.encoder.config()}

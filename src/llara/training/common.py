@@ -38,9 +38,11 @@ from llara import compat
 from llara.data.io import atomic_dir, write_json
 from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
+from llara.modeling.loading import device_of_rank
 from llara.modeling.precision import bf16_supported
 from llara.modeling.prompts import add_special_tokens
 from llara.modeling.recipes import Recipe
+from llara.settings import Precision
 from llara.training.options import LORA_SHORT, TrainOptions
 from llara.training.speed import (
     DOWNCAST,
@@ -89,8 +91,9 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> lis
 
 
 def on_cpu() -> bool:
-    """Training runs on the CPU (the Trainer's `use_cpu`)."""
-    return not torch.cuda.is_available()
+    """Training runs on the CPU (the Trainer's `use_cpu`): asked of `device_of_rank`, the one place
+    that decides the device."""
+    return device_of_rank() == "cpu"
 
 
 FAST_PATHS = ("lean_lora", "cpu_attention", "bf16_base", "cheap_dropout")  # training/speed.py, TrainOptions
@@ -138,6 +141,31 @@ def say_fast_paths(opts: TrainOptions, config) -> None:
         log.info("training with PEFT's and transformers' own layers (llara's faster ones: %s)", reason)
     elif not reason and opts.cpu_attention and not cpu_attention_fits(config):
         log.info("llara's CPU attention is not proven for %s: training with transformers' own", config.model_type)
+
+
+def training_plan(opts: TrainOptions, config, **resolved) -> dict:
+    """What a run will do, resolved once from its options before training starts: the device, the
+    precision that runs, the step, the attention and the fast paths (with `resolved`, the job's own
+    resolved settings). Logged at the start (`say_plan`) and saved in llara.json with the stage."""
+    precision = "bf16" if use_bf16(opts.precision) else "fp16" if opts.precision == "fp16" else "fp32"
+    return {
+        "device": device_of_rank(),
+        "precision": precision,
+        **resolved,
+        "train_batch_size": opts.train_batch_size,
+        "grad_accum": opts.grad_accum,
+        "training": "full" if opts.full else f"LoRA r={opts.lora_r} alpha={opts.lora_alpha}",
+        "gradient_checkpointing": opts.gradient_checkpointing,
+        "deepspeed": opts.deepspeed,
+        "attention": "llara's CPU attention" if uses_cpu_attention(opts, config) else "the model's own",
+        "fast_paths": [trick for trick in FAST_PATHS if fast_path(opts, trick, config)],
+    }
+
+
+def say_plan(job: str, plan: dict) -> None:
+    """The plan in one line, at the start of the run."""
+    parts = [f"{key.replace('_', ' ')} {value}" for key, value in plan.items() if value not in (None, False, [])]
+    log.info("%s plan: %s", job, ", ".join(parts))
 
 
 def prepare_model(
@@ -232,8 +260,8 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
     """TrainingArguments from our options: checkpoints in `<output>-checkpoints`, no reporting hubs."""
     if opts.deepspeed:
         launch_alone_for_deepspeed()
-    if opts.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise LlaraError(f"unknown precision {opts.precision!r}; choose auto, fp32, bf16 or fp16")
+    if opts.precision not in tuple(Precision):
+        raise LlaraError(f"unknown precision {opts.precision!r}; choose {', '.join(Precision)}")
     by_time_only = opts.max_steps is None
     kwargs = dict(
         output_dir=str(opts.checkpoint_dir),
@@ -243,7 +271,7 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
         lr_scheduler_type="constant_with_warmup" if by_time_only else "linear",
         warmup_steps=10 if by_time_only else max(1, round(opts.warmup_ratio * opts.max_steps)),
         weight_decay=opts.weight_decay,
-        per_device_train_batch_size=opts.batch_size,
+        per_device_train_batch_size=opts.train_batch_size,
         gradient_accumulation_steps=opts.grad_accum,
         bf16=use_bf16(opts.precision),
         use_cpu=on_cpu(),

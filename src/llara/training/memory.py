@@ -147,7 +147,7 @@ def plan_finetune(
     attention_scores: bool = False,
     grad_cache_refused: str | None = None,
 ) -> tuple[bool, int]:
-    """(grad_cache, chunk_size) that fit the step in `available` bytes, announcing any change.
+    """(grad_cache, grad_cache_chunk) that fit the step in `available` bytes, announcing any change.
 
     Raises LlaraError when not even one text at a time fits, or when GradCache would be needed and
     `grad_cache_refused` says why it cannot run."""
@@ -175,12 +175,12 @@ def plan_finetune(
         log.warning(
             "a step of %d queries x %d passages x %d tokens needs about %.1f GiB of activations and %.1f GiB is "
             "free: training with GradCache in chunks of %d texts instead (the same gradients; choose with "
-            "--grad-cache --chunk-size N, or lower --batch-size / --group-size)",
+            "--grad-cache --grad-cache-chunk N, or lower --train-batch-size / --group-size)",
             batch, group, plen, whole / GiB, available / GiB, best,
         )  # fmt: skip
     elif best < chunk:
         log.warning(
-            "--chunk-size %d needs about %.1f GiB of activations and %.1f GiB is free: using chunks of %d texts",
+            "--grad-cache-chunk %d needs about %.1f GiB of activations and %.1f GiB is free: using chunks of %d texts",
             chunk, chunk * per_passage / GiB, available / GiB, best,
         )  # fmt: skip
     return True, best

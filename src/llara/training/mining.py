@@ -11,13 +11,16 @@ import logging
 import random
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
+from llara import settings
 from llara.data.beir import format_document
 from llara.data.io import write_jsonl
 from llara.data.weak_pairs import PAIR_SOURCES, SKIP_REASON, make_pair, normalized, strip_title
 from llara.errors import LlaraError
 from llara.retrieval.runs import Run
+from llara.settings import Precision, option
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,50 @@ class MineSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)  # `llara pairs`: rows per query source
     held_out: int = 0  # documents kept out of the rows (`llara pipeline`'s weak-pair check)
+
+
+class MineMethod(StrEnum):
+    bm25 = "bm25"
+    dense = "dense"
+
+
+QuerySource = StrEnum("QuerySource", {s: s for s in ("auto", *PAIR_SOURCES)})
+
+
+@dataclass(frozen=True)
+class MineOptions:
+    """What `llara mine` takes."""
+
+    data: Path | None = option(None, "dataset folder in BEIR layout", required=True)
+    output: Path | None = option(None, "JSONL training file to write", required=True)
+    method: MineMethod = option(MineMethod.bm25, "rank with bm25, or with a dense --model")
+    model: str | None = settings.model(
+        None, "--method dense: built-in name, a .gguf file or a HF folder (default: the built-in smollm2)"
+    )
+    split: str = option("train", "qrels/<split>.tsv whose queries get rows")
+    rank_range: str = settings.rank_range("10-100", "retrieved")
+    negatives: int = settings.negatives(15, "retrieved")
+    seed: int = settings.seed(42)
+    recipe: str | None = settings.recipe()
+    batch_size: int = settings.batch_size()
+    precision: Precision = settings.precision()
+
+
+@dataclass(frozen=True)
+class PairsOptions:
+    """What `llara pairs` takes."""
+
+    corpus: Path | None = option(None, "corpus.jsonl (BEIR: _id, title, text); no labels needed", required=True)
+    output: Path | None = option(None, "JSONL training file to write", required=True)
+    query_source: QuerySource = option(
+        QuerySource.auto,
+        "the query: the title, one sentence (the rest of the text is the positive), a span of 4-16 words "
+        "(likewise), or auto: the first of these each document can give",
+        deprecated=("--query",),
+    )
+    negatives: int = settings.negatives(15, "BM25")
+    rank_range: str = settings.rank_range("0-50", "BM25")
+    seed: int = settings.seed(42)
 
 
 # ---------------------------------------------------------------------------------------- mine
@@ -128,7 +175,7 @@ def pairs(
     from llara.retrieval.bm25 import BM25
 
     if query_mode not in ("auto", *PAIR_SOURCES):
-        raise LlaraError(f"--query must be auto, {', '.join(PAIR_SOURCES)}; got {query_mode!r}")
+        raise LlaraError(f"--query-source must be auto, {', '.join(PAIR_SOURCES)}; got {query_mode!r}")
     lo, hi = parse_range(rank_range)
     corpus = read_corpus(corpus_path, keep_empty=False)  # an empty document is no query, positive or negative
     rng = random.Random(seed)

@@ -1,10 +1,13 @@
-"""The settings of `llara finetune` (contrastive fine-tuning): one dataclass, its defaults the CLI's."""
+"""The settings of `llara finetune` (contrastive fine-tuning): one dataclass, its fields the command's options."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from llara import settings
 from llara.errors import LlaraError
+from llara.settings import option
 from llara.training.options import TrainOptions
 
 CONTRASTIVE = (  # what is specific to fine-tuning, recorded in the model's llara.json
@@ -14,7 +17,7 @@ CONTRASTIVE = (  # what is specific to fine-tuning, recorded in the model's llar
     "passage_max_length",
     "negatives_cross_device",
     "grad_cache",
-    "chunk_size",
+    "grad_cache_chunk",
     "profile",
 )
 
@@ -44,35 +47,51 @@ GRAD_CACHE_DEEPSPEED = (
 )
 
 
-@dataclass
+def _by_device(key: str) -> str:
+    """A default that depends on the device (PROFILES), for --help."""
+    return f"(default: {PROFILES['cpu'][key]:g} on a CPU, {PROFILES['gpu'][key]:g} on a GPU)"
+
+
+@dataclass(frozen=True)
 class FinetuneOptions(TrainOptions):
     """TrainOptions plus what is specific to contrastive fine-tuning. Settings left None take the
-    defaults of the device's profile (PROFILES) when the run starts (`resolve`); `plan_finetune` then
-    fits the step to the machine's memory."""
+    defaults of the device's profile (PROFILES) when the run resolves its plan (`resolve`, a new
+    object); `plan_finetune` then fits the step to the machine's memory."""
 
-    lr: float | None = None  # None: the profile's LoRA rate, or FULL_LR with --full
-    recipe: str | None = None  # None: the model's own, else reference
-    group_size: int | None = None  # passages per query: 1 positive + group_size - 1 negatives
-    temperature: float = 0.01
-    query_max_length: int | None = None
-    passage_max_length: int | None = None
-    negatives_cross_device: bool = False
-    grad_cache: bool = False
-    chunk_size: int = 8  # texts per GradCache chunk
+    train: Path | None = option(None, 'JSONL rows {"query", "pos": [...], "neg": [...]}', required=True)
+    # None: the profile's LoRA rate, or FULL_LR with --full
+    lr: float | None = option(None, f"learning rate {_by_device('lr')}; {FULL_LR:g} with --full")
+    recipe: str | None = settings.recipe()
+    group_size: int | None = option(
+        None, f"passages per query: 1 positive + group-size - 1 negatives {_by_device('group_size')}"
+    )
+    temperature: float = option(0.01, "InfoNCE temperature")
+    query_max_length: int | None = option(
+        None, f"query tokens, prompt included (saved: the model encodes with it) {_by_device('query_max_length')}"
+    )
+    passage_max_length: int | None = option(
+        None,
+        f"passage tokens, prompt included (saved: the model encodes with it) {_by_device('passage_max_length')}",
+    )
+    negatives_cross_device: bool = option(False, "with torchrun: every query also sees the other ranks' passages")
+    grad_cache: bool = option(False, "GradCache: big batches, one chunk's activations at a time")
+    grad_cache_chunk: int = option(8, "texts per GradCache chunk", deprecated=("--chunk-size",))
     profile: str | None = None  # which PROFILES entry filled the unset settings (set by `resolve`)
 
     def resolve(self, device: str | None = None) -> FinetuneOptions:
-        """Fill every unset setting from the profile of `device` (default: the one this process trains
-        on) in place; returns self."""
+        """These settings with every unset one filled from the profile of `device` (default: the one
+        this process trains on): a new object, this one unchanged."""
         if device is None:
             from llara.modeling.loading import device_of_rank  # torch: not at CLI start-up
 
             device = device_of_rank()
-        self.profile = self.profile or profile_for(device)
-        for key, value in PROFILES[self.profile].items():
-            if getattr(self, key) is None:
-                setattr(self, key, FULL_LR if key == "lr" and self.full else value)
-        return self
+        profile = self.profile or profile_for(device)
+        filled = {
+            key: FULL_LR if key == "lr" and self.full else value
+            for key, value in PROFILES[profile].items()
+            if getattr(self, key) is None
+        }
+        return replace(self, profile=profile, **filled)
 
     def validate(self) -> None:
         if None in (self.lr, self.group_size, self.query_max_length, self.passage_max_length):
@@ -82,8 +101,8 @@ class FinetuneOptions(TrainOptions):
             raise LlaraError(f"--group-size must be at least 1, got {self.group_size}")
         if self.temperature <= 0:
             raise LlaraError(f"--temperature must be positive, got {self.temperature}")
-        if self.chunk_size < 1:
-            raise LlaraError(f"--chunk-size must be at least 1, got {self.chunk_size}")
+        if self.grad_cache_chunk < 1:
+            raise LlaraError(f"--grad-cache-chunk must be at least 1, got {self.grad_cache_chunk}")
         if self.grad_cache and self.deepspeed:
             raise LlaraError(GRAD_CACHE_DEEPSPEED)
 

@@ -9,6 +9,7 @@ llara.training.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +28,9 @@ from llara.training.common import (
     prepare_model,
     resume_checkpoint,
     save_from_checkpoint,
+    say_plan,
     training_arguments,
+    training_plan,
     use_bf16,
     uses_cpu_attention,
 )
@@ -82,7 +85,7 @@ class ContrastiveTrainer(LlaraTrainer):
             inputs["query"],
             inputs["passage"],
             self._loss,
-            self.opts.chunk_size,
+            self.opts.grad_cache_chunk,
             backward=lambda surrogate: self.accelerator.backward(surrogate * scale),
             no_sync=lambda: self.accelerator.no_sync(model),
         )
@@ -93,15 +96,7 @@ class ContrastiveTrainer(LlaraTrainer):
 def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_remote_code: bool = False) -> dict:
     """Fine-tune `model` on query/pos/neg rows and save a merged HF folder at opts.output."""
     compat.check_training_stack()
-    opts.resolve()
-    log.info(
-        "fine-tuning with the %s profile: group size %d, lengths %d/%d, lr %g",
-        opts.profile,
-        opts.group_size,
-        opts.query_max_length,
-        opts.passage_max_length,
-        opts.lr,
-    )
+    opts = opts.resolve()  # the device's profile fills what was left unset: a new, frozen object
     opts.validate()
     examples = read_train_file(train_file)  # all input checks happen before anything is written
     checkpoint = resume_checkpoint(opts)
@@ -120,6 +115,7 @@ def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_re
         steps = checkpoint_step(checkpoint)
         return {"examples": len(examples), "steps": steps, "train_loss": None, "output": str(opts.output)}
     trainer = finetune_trainer(model, examples, opts, config, stage, train_file, trust_remote_code)
+    opts = trainer.opts  # the plan's: memory may have turned GradCache on
     groups = trainer.train_dataset.group_size
     log.info("fine-tuning on %d rows of %s, %d passages per query", len(examples), train_file, groups)
     result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -142,19 +138,20 @@ def finetune_trainer(
     trust_remote_code: bool = False,
 ) -> ContrastiveTrainer:
     """What `finetune` trains with: the model (fitted to memory, prepared), data, collator, Trainer.
-    `stage` (the llara.json record of this run) learns what actually runs (GradCache, chunk size)."""
+    `opts` is resolved (`FinetuneOptions.resolve`); the Trainer's `opts` is the plan's copy of it, and
+    `stage` (the llara.json record of this run) learns the plan."""
     recipe_ = config.recipe_spec
     hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
     dataset = TrainDataset(examples, opts.group_size, seed=opts.seed, path=path)
     # Fit the step to the memory this machine has, and say so.
-    opts.grad_cache, opts.chunk_size = plan_finetune(
+    grad_cache, chunk = plan_finetune(
         ModelShape.of(hf_model),
-        opts.batch_size,
+        opts.train_batch_size,
         dataset.group_size,
         opts.query_max_length,
         opts.passage_max_length,
         grad_cache=opts.grad_cache,
-        chunk=opts.chunk_size,
+        chunk=opts.grad_cache_chunk,
         checkpointing=opts.gradient_checkpointing,
         full=opts.full,
         available=available_memory(device_of_rank()),
@@ -162,7 +159,18 @@ def finetune_trainer(
         attention_scores=uses_cpu_attention(opts, hf_model.config),
         grad_cache_refused=GRAD_CACHE_DEEPSPEED if opts.deepspeed else None,
     )
-    stage.update(grad_cache=opts.grad_cache, chunk_size=opts.chunk_size)  # what actually ran, into llara.json
+    opts = replace(opts, grad_cache=grad_cache, grad_cache_chunk=chunk)
+    plan = training_plan(
+        opts,
+        hf_model.config,
+        profile=opts.profile,
+        group_size=dataset.group_size,
+        lengths=f"{opts.query_max_length}/{opts.passage_max_length}",
+        lr=opts.lr,
+        grad_cache=f"chunks of {chunk} texts" if grad_cache else None,
+    )
+    say_plan("fine-tuning", plan)
+    stage.update(grad_cache=grad_cache, grad_cache_chunk=chunk, plan=plan)  # what actually runs, into llara.json
     wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
     collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), opts.query_max_length, opts.passage_max_length)
     # Gathered negatives need the same batch size on every rank.

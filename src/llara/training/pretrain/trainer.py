@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from llara import compat
@@ -18,8 +19,10 @@ from llara.training.common import (
     prepare_model,
     resume_checkpoint,
     save_from_checkpoint,
+    say_plan,
     special_token_ids,
     training_arguments,
+    training_plan,
     use_bf16,
     uses_cpu_attention,
 )
@@ -96,9 +99,9 @@ def pretrain_trainer(
     recipe_ = config.recipe_spec
     model, tokenizer = load_model(model_name, trust_remote_code=trust_remote_code)
     # Fit the step to this machine's memory: micro-batches with accumulation, the same effective batch.
-    opts.batch_size, opts.grad_accum = plan_pretrain(
+    batch, grad_accum = plan_pretrain(
         ModelShape.of(model),
-        opts.batch_size,
+        opts.train_batch_size,
         opts.grad_accum,
         opts.chunk_tokens,
         checkpointing=opts.gradient_checkpointing,
@@ -107,6 +110,10 @@ def pretrain_trainer(
         half_bytes=2 if use_bf16(opts.precision) or opts.precision == "fp16" else 4,
         attention_scores=uses_cpu_attention(opts, model.config),
     )
+    opts = replace(opts, train_batch_size=batch, grad_accum=grad_accum)  # the plan: a new object
+    plan = training_plan(opts, model.config, chunk_tokens=opts.chunk_tokens, lm_loss=opts.lm_loss)
+    say_plan("pretraining", plan)
+    config.training[-1]["plan"] = plan  # this run's stage record in llara.json (the stage dict run_pretrain made)
     window = getattr(model.config, "sliding_window", None)
     if window and opts.chunk_tokens > window:  # the joint mask is passed whole: no window would apply
         raise LlaraError(
