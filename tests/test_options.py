@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
+import shutil
 import types
 import typing
 from pathlib import Path
@@ -167,3 +168,17 @@ def test_settings_are_frozen_and_resolve_into_a_new_object(tmp_path):
     assert FinetuneOptions(output=tmp_path / "m", full=True).resolve("cuda:0").lr == 1e-5
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolved.lr = 1.0
+
+
+def test_mine_takes_bm25_as_a_method_and_the_old_model_bm25_with_a_warning(tmp_path):
+    corpus = [{"_id": f"d{i}", "title": "", "text": f"words about topic {i % 3} and more {i}"} for i in range(12)]
+    folder = write_beir(tmp_path / "c", corpus, [{"_id": "q", "text": "topic 1"}], [("q", "d1", 1)])
+    shutil.copy(folder / "qrels" / "test.tsv", folder / "qrels" / "train.tsv")
+    rows = {}
+    for spelling in (["--method", "bm25"], ["--model", "bm25"]):
+        out = tmp_path / f"{spelling[0]}.jsonl"
+        res = run_cli("mine", *spelling, "--data", folder, "--output", out, "--negatives", "3", "--range", "0-10")
+        assert res.returncode == 0, res.stderr
+        assert ("--model bm25 is deprecated" in res.stderr) == (spelling[0] == "--model")
+        rows[spelling[0]] = out.read_text()
+    assert rows["--method"] == rows["--model"]  # the same rows either way

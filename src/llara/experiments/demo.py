@@ -46,7 +46,7 @@ from llara.data.beir import load_beir
 from llara.data.io import atomic_write, write_json
 from llara.reporting import demo_markdown, demo_table, results_plot
 from llara.retrieval.fusion import Fusion
-from llara.settings import option
+from llara.settings import DEFAULT_MODEL, option
 from llara.training.finetune.options import FinetuneOptions
 from llara.training.options import interrupted
 from llara.training.pretrain.options import PretrainOptions
@@ -166,7 +166,7 @@ class DemoOptions:
     model: str = settings.model()
 
 
-def run_demo(output: Path, quick: bool = False, model: str = "smollm2", budget: Budget | None = None) -> dict:
+def run_demo(output: Path, quick: bool = False, model: str = DEFAULT_MODEL, budget: Budget | None = None) -> dict:
     """Run (or resume) every stage, write OUTPUT/results.{json,md,png}, print the table; returns
     what results.json holds."""
     from llara.comparison import compare_runs

@@ -21,7 +21,7 @@ from llara.modeling.config import (
     ModelConfig,
 )
 from llara.modeling.embedder import embed
-from llara.modeling.loading import load_model, model_fingerprint
+from llara.modeling.loading import device_of_rank, load_model, model_fingerprint
 from llara.modeling.precision import autocast_dtype
 from llara.modeling.prompts import PromptBuilder, add_special_tokens
 from llara.modeling.recipes import Recipe, load_recipe
@@ -90,7 +90,7 @@ class LlaraEncoder:
                 "added %d special tokens to the model; they are untrained until you run `llara pretrain`",
                 len(self.recipe.special_tokens),
             )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or device_of_rank())  # the one place that decides the device
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.prompts = PromptBuilder(tokenizer, self.recipe)

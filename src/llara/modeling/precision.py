@@ -6,8 +6,9 @@ import torch
 
 from llara.compat import cpu_runs_bf16
 from llara.errors import LlaraError
+from llara.settings import Precision
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = tuple(p.value for p in Precision)  # auto | fp32 | bf16 | fp16 (Python callers pass strings)
 
 
 def bf16_supported(device: torch.device) -> bool:

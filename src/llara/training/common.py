@@ -39,10 +39,9 @@ from llara.data.io import atomic_dir, write_json
 from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
 from llara.modeling.loading import device_of_rank
-from llara.modeling.precision import bf16_supported
+from llara.modeling.precision import PRECISIONS, bf16_supported
 from llara.modeling.prompts import add_special_tokens
 from llara.modeling.recipes import Recipe
-from llara.settings import Precision
 from llara.training.options import LORA_SHORT, TrainOptions
 from llara.training.speed import (
     DOWNCAST,
@@ -260,8 +259,8 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
     """TrainingArguments from our options: checkpoints in `<output>-checkpoints`, no reporting hubs."""
     if opts.deepspeed:
         launch_alone_for_deepspeed()
-    if opts.precision not in tuple(Precision):
-        raise LlaraError(f"unknown precision {opts.precision!r}; choose {', '.join(Precision)}")
+    if opts.precision not in PRECISIONS:
+        raise LlaraError(f"unknown precision {opts.precision!r}; choose {', '.join(PRECISIONS)}")
     by_time_only = opts.max_steps is None
     kwargs = dict(
         output_dir=str(opts.checkpoint_dir),
