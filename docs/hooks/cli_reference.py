@@ -38,7 +38,8 @@ def on_page_markdown(markdown, page, config, files):
 
 def meanings() -> str:
     """The flags several commands share, with their one meaning, and the renamed spellings."""
-    from llara.settings import MEANINGS, RENAMED
+    from llara.cli import RENAMED
+    from llara.settings import MEANINGS
 
     rows = ["| option | means, in every command that takes it |", "|---|---|"]
     rows += [f"| {_code(flag)} | {html.escape(text, quote=False)} |" for flag, text in sorted(MEANINGS.items())]

@@ -226,14 +226,3 @@ MEANINGS: dict[str, str] = {
     "--keep-checkpoints": "how many newest checkpoints stay",
     "--logging-steps": "steps between loss logs",
 }
-# Old spellings, kept for one release: (command, old flag) -> the flag to use.
-RENAMED: dict[tuple[str, str], str] = {
-    ("encode", "--chunk-size"): "--docs-per-file",
-    ("finetune", "--chunk-size"): "--grad-cache-chunk",
-    ("explain", "--top-k"): "--top-tokens",
-    ("pretrain", "--batch-size"): "--train-batch-size",
-    ("finetune", "--batch-size"): "--train-batch-size",
-    ("serve", "--max-batch"): "--batch-size",
-    ("pairs", "--query"): "--query-source",
-    ("mine", "--model bm25"): "--method bm25",
-}

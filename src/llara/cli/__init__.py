@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from llara.cli import evaluation, models, retrieval, training
-from llara.cli.options import console
+from llara.cli.options import console, renamed
 from llara.errors import LlaraError
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ COMMANDS = (
 )
 for command in COMMANDS:
     app.command()(command)
+# Old spellings kept one release, each warning what to use (docs/cli.md prints them).
+RENAMED = {**renamed(COMMANDS), **training.OLD_SPELLINGS}
 
 
 def main() -> None:

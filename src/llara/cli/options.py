@@ -44,7 +44,7 @@ def _default(f: dataclasses.Field, spec: OptionSpec) -> Any:
     return spec.show(value) if spec.show else value
 
 
-def _cli_type(f: dataclasses.Field, hint: Any, spec: OptionSpec) -> Any:
+def _cli_type(hint: Any, spec: OptionSpec) -> Any:
     if spec.parse is not None:
         return str
     if spec.required and type(None) in typing.get_args(hint):  # required on the command line: not optional there
@@ -59,8 +59,9 @@ def _parameter(name: str, cli_type: Any, default: Any, info: Any) -> inspect.Par
     )
 
 
-def parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str]]]:
-    """The typer parameters of `cls`'s option fields, and {old spelling's parameter: (field, old flag)}."""
+def parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str, str]]]:
+    """The typer parameters of `cls`'s option fields, and {old spelling's parameter: (field, old flag,
+    new flag)}."""
     hints = typing.get_type_hints(cls)
     params, old = [], {}
     seen: dict[str, str] = {}
@@ -71,7 +72,7 @@ def parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, tuple[str,
             if name in seen:
                 raise TypeError(f"{cls.__name__}: {name} names both {seen[name]} and {f.name}")
             seen[name] = f.name
-        cli_type = _cli_type(f, hints[f.name], spec)
+        cli_type = _cli_type(hints[f.name], spec)
         default = _default(f, spec)
         if spec.argument:
             info = typer.Argument(help=spec.help, show_default=default is not ...)
@@ -86,20 +87,19 @@ def parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, tuple[str,
             name = DEPRECATED + spelling.lstrip("-").replace("-", "_")
             info = typer.Option(spelling, hidden=True, help=f"deprecated: use {flag}")
             params.append(_parameter(name, typing.Optional[cli_type], None, info))  # noqa: UP045 - a runtime type
-            old[name] = (f.name, spelling)
+            old[name] = (f.name, spelling, flag)
     # what the user must give first (arguments, then required options), each group in field order
     params.sort(key=lambda p: (not isinstance(typing.get_args(p.annotation)[1], typer.models.ArgumentInfo),
                                p.default is not ...))  # fmt: skip
     return params, old
 
 
-def from_command_line(cls: type, values: dict[str, Any], old: dict[str, tuple[str, str]]) -> Any:
+def from_command_line(cls: type, values: dict[str, Any], old: dict[str, tuple[str, str, str]]) -> Any:
     """`cls` from what typer parsed: old spellings mapped (with a warning), text options read."""
     values = dict(values)
-    for name, (field_name, spelling) in old.items():
+    for name, (field_name, spelling, new) in old.items():
         given = values.pop(name, None)
         if given is not None:
-            new = flag_of(next(f for f in dataclasses.fields(cls) if f.name == field_name))
             warn(f"{spelling} is deprecated and will be removed in the next release: use {new}")
             values[field_name] = given
     for f in option_fields(cls):
@@ -124,3 +124,13 @@ def command(cls: type, run: Callable[[Any], None], name: str | None = None) -> C
     generated.__annotations__ = {p.name: p.annotation for p in params}
     generated.options_class = cls
     return generated
+
+
+def renamed(commands) -> dict[tuple[str, str], str]:
+    """{(command, old spelling): the flag to use} of generated `commands`, read from their fields."""
+    return {
+        (c.__name__, old): flag_of(f)
+        for c in commands
+        for f in option_fields(c.options_class)
+        for old in spec_of(f).deprecated
+    }

@@ -39,6 +39,9 @@ def _finetune(o: FinetuneOptions) -> None:
         console.print(f"fine-tuned {result['steps']} steps on {result['examples']} rows; wrote {o.output}")
 
 
+OLD_SPELLINGS = {("mine", "--model bm25"): "--method bm25"}  # a value, not a flag: _mine reads it
+
+
 def _mine(o: MineOptions) -> None:
     """Hard negatives: retrieve for each judged query, sample from a rank range, skip judged positives."""
     from llara.training.mining import mine

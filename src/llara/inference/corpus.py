@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 from llara.data.beir import iter_corpus
 from llara.data.io import atomic_write, write_json
 from llara.errors import LlaraError
+from llara.inference.options import DTYPES
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024
-DTYPES = ("float32", "float16")
 # manifest keys that every shard of one folder must share, and that a resume must match
 SHARED_KEYS = ("model", "recipe", "passage_max_length", "precision", "dim", "dtype", "corpus_docs", "corpus_sha256")
 

@@ -7,17 +7,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from llara import settings
+from llara.modeling.recipes import SIDES
 from llara.settings import Precision, option
 
-
-class StorageDtype(StrEnum):
-    float32 = "float32"
-    float16 = "float16"
-
-
-class Side(StrEnum):
-    passage = "passage"
-    query = "query"
+DTYPES = ("float32", "float16")  # how `llara encode` stores the embeddings
+StorageDtype = StrEnum("StorageDtype", {d: d for d in DTYPES})
+Side = StrEnum("Side", {s: s for s in SIDES})
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,6 @@ from llara.data.io import atomic_dir
 from llara.errors import LlaraError
 from llara.settings import option
 
-FORMATS = ("hf", "sentence-transformers")
-
 _README = """# {name}
 
 A LLaRA dense retriever exported by llara (recipe `{recipe}`; queries up to {q} tokens, passages up to {p}).
@@ -51,6 +49,9 @@ scores = model.encode_query(["a query"]) @ model.encode_document(["a passage"]).
 class ExportFormat(StrEnum):
     hf = "hf"
     sentence_transformers = "sentence-transformers"
+
+
+FORMATS = tuple(f.value for f in ExportFormat)
 
 
 @dataclass(frozen=True)

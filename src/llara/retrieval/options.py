@@ -56,6 +56,10 @@ class IndexParams:
     nprobe: int | None = option(None, "IVF cells searched (stored; default ivf nlist/8, ivfpq 32)")
     train_size: int = 100_000  # training sample of IVF cells and codes, and of hnswsq's 8-bit ranges (rows)
 
+    def params(self) -> IndexParams:
+        """These parameters alone, as a new IndexParams (of an IndexOptions too)."""
+        return IndexParams(**{f.name: getattr(self, f.name) for f in fields(IndexParams)})
+
     def choose_type(self, count: int) -> str:
         """The index type `--type auto` builds for `count` vectors."""
         return "flat" if count <= self.flat_max else "hnswsq"
@@ -63,7 +67,7 @@ class IndexParams:
     def resolve(self, count: int, dim: int, index_type: str | None = None) -> IndexParams:
         """Every None filled in for `count` x `dim` vectors in an index of `index_type` (default: auto's)."""
         index_type = index_type or self.choose_type(count)
-        p = IndexParams(**{f.name: getattr(self, f.name) for f in fields(IndexParams)})
+        p = self.params()
         if p.nlist is None:
             # at least ~39 training points per cell, as FAISS asks, so k-means stays meaningful
             p.nlist = max(1, min(int(4 * math.sqrt(count)), count // 39))
@@ -100,9 +104,6 @@ class IndexOptions(IndexParams):
         "auto (flat up to --flat-max vectors, hnswsq above), flat (exact), hnsw, hnswsq (HNSW over 8-bit codes, "
         "re-ranked exactly), ivf or ivfpq",
     )
-
-    def params(self) -> IndexParams:
-        return IndexParams(**{f.name: getattr(self, f.name) for f in fields(IndexParams)})
 
 
 @dataclass(frozen=True)
