@@ -6,11 +6,12 @@ types), then BM25 and the dense model retrieve the judged queries, and every fus
 same two runs:
 
   rrf           equal-weight reciprocal rank fusion (k = 60), the default before issue 26
-  auto          `--fusion auto`, the default: weighted RRF at the dense weight that fuses best on
-                held-out weak pairs of the corpus (llara.calibration)
+  rrf-weak      weighted RRF at the dense weight that fuses best on held-out weak pairs of the corpus
+                (`--fusion auto` until 2026-12-05)
+  auto          `--fusion auto`, the default: min-max score fusion at the dense weight that fuses best
+                on the same weak pairs (llara.calibration)
   auto-gated    auto, but BM25 alone unless it beats BM25 on the weak pairs (p < 0.05)
-  score-weak    min-max score fusion, its weight chosen on the same weak pairs
-  oracle        weighted RRF at the weight best on the test judgements: an upper bound, never a default
+  oracle        score fusion at the weight best on the test judgements: an upper bound, never a default
 
 Each rule and the dense model against BM25: the mean nDCG@10 and a two-sided paired randomization test
 over the collection's queries (llara.comparison). Macro averages over the collections. Also the
@@ -18,6 +19,10 @@ weak-pair signal (dense vs BM25 on the weak pairs) beside the real one, to see h
 
     python benchmarks/bench_fusion_suite.py --out OUT/fusion-raw                      # the raw model
     python benchmarks/bench_fusion_suite.py --out OUT/fusion-3x3 --pretrain-minutes 3 --finetune-minutes 3
+    python benchmarks/bench_fusion_suite.py --out OUT/again --models OUT/fusion-3x3   # the same models again
+
+`--long-documents split` (the default, as llara's) or `truncate` says how documents longer than the
+passage length are read, for the judged queries and the weak pairs alike.
 
 Writes each collection's runs (judged queries and weak pairs) to OUT/<name>/, then OUT/suite.json and
 OUT/suite.md; a collection whose runs are there (OUT/<name>/encoded.json) is not encoded again, only
@@ -48,7 +53,7 @@ from llara.scoring import per_query_scores
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUITE = ("cisi", "medline", "cacm", "lisa", "time", "adi")
 METRIC = "nDCG@10"
-RULES = ("rrf", "auto", "auto-gated", "score-weak", "oracle")
+RULES = ("rrf", "rrf-weak", "auto", "auto-gated", "oracle")
 
 
 def llara(*args: str) -> float:
@@ -82,19 +87,23 @@ def train(name: str, folder: Path, pretrain_minutes: float, finetune_minutes: fl
     return str(ft), minutes
 
 
-def encode_runs(name: str, model: str, folder: Path, k: int = 1000) -> dict:
+def encode_runs(name: str, model: str, folder: Path, long_documents: str, k: int = 1000) -> dict:
     """BM25's and the dense model's runs of the judged queries and of the held-out weak pairs, written
     to `folder` (TREC runs, weak-pair qrels), so every fusion rule can be computed from them later."""
     data = load_beir(DATA / name)
     encoder = LlaraEncoder.from_pretrained(model)
     t = time.perf_counter()
     bm25 = evaluate_bm25(data, k).run
-    dense, timings, encoded = exact_search(encoder, data.corpus, data.queries, k)
-    weak = measure_on_weak_pairs(data.corpus, encoder, encoded.search, encoded.doc_ids)
+    dense, timings, encoded = exact_search(encoder, data.corpus, data.queries, k, long_documents=long_documents)
+    weak = measure_on_weak_pairs(data.corpus, encoder, encoded.search, encoded.doc_ids, long_documents=long_documents)
     for file, run in (("bm25", bm25), ("dense", dense), ("weak-bm25", weak.bm25), ("weak-dense", weak.dense)):
         write_trec_run(folder / f"{file}.trec", run)
     (folder / "weak-qrels.json").write_text(json.dumps({"qrels": weak.qrels, "sources": weak.sources}))
-    return {"seconds": time.perf_counter() - t, "encode_corpus_s": timings["encode_corpus_s"]}
+    return {
+        "seconds": time.perf_counter() - t,
+        "encode_corpus_s": timings["encode_corpus_s"],
+        "documents_read": encoded.documents,
+    }
 
 
 def saved_runs(folder: Path) -> tuple[Run, Run, WeakPairRuns]:
@@ -119,26 +128,27 @@ def collection(name: str, folder: Path, k: int = 1000) -> dict:
         scores = per_query_scores(run, qrels, (METRIC,))
         return np.array([scores[q][METRIC] for q in sorted(qrels)])
 
-    # auto-gated: BM25 alone unless auto's fusion beats BM25 on the weak pairs, significantly
-    chosen = per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("rrf", weak.weight), 100), weak_runs.qrels)
+    def fused_on_weak(fusion: Fusion) -> np.ndarray:
+        return per_query(fuse(weak_runs.bm25, weak_runs.dense, fusion, 100), weak_runs.qrels)
+
+    # auto (`weigh`): score fusion at the weight best on the weak pairs; auto-gated: BM25 alone unless
+    # that fusion beats BM25 on the weak pairs, significantly
+    chosen = fused_on_weak(Fusion("score", weak.weight))
     p_weak, _ = permutation_pvalue(chosen, per_query(weak_runs.bm25, weak_runs.qrels))
     gated = weak.weight if chosen.mean() > weak.bm25 and p_weak < 0.05 else 0.0
-    # score fusion: its weight picked on the same weak pairs (ties: the smaller weight)
-    score_grid = {
-        w: per_query(fuse(weak_runs.bm25, weak_runs.dense, Fusion("score", w), 100), weak_runs.qrels).mean()
-        for w in WEIGHTS
-    }
-    score_w = min(WEIGHTS, key=lambda w: (-round(score_grid[w], 12), w))
-    grid = {w: per_query(fuse(bm25, dense, Fusion("rrf", w), k)) for w in WEIGHTS}
+    # weighted RRF: its weight picked on the same weak pairs (ties: the smaller weight)
+    rrf_weak_grid = {w: fused_on_weak(Fusion("rrf", w)).mean() for w in WEIGHTS}
+    rrf_w = min(WEIGHTS, key=lambda w: (-round(rrf_weak_grid[w], 12), w))
+    grid = {w: per_query(fuse(bm25, dense, Fusion("score", w), k)) for w in WEIGHTS}
     oracle_w = min(WEIGHTS, key=lambda w: (-round(grid[w].mean(), 12), w))
 
     runs = {
         "bm25": per_query(bm25),
         "dense": per_query(dense),
         "rrf": per_query(fuse(bm25, dense, Fusion("rrf"), k)),
+        "rrf-weak": per_query(fuse(bm25, dense, Fusion("rrf", rrf_w), k)),
         "auto": grid[weak.weight],
         "auto-gated": grid[gated],
-        "score-weak": per_query(fuse(bm25, dense, Fusion("score", score_w), k)),
         "oracle": grid[oracle_w],
     }
     base = runs["bm25"]
@@ -152,17 +162,17 @@ def collection(name: str, folder: Path, k: int = 1000) -> dict:
         "documents": len(data.corpus),
         "rows": rows,
         "weights": {
+            "rrf-weak": rrf_w,
             "auto": weak.weight,
             "auto-gated": gated,
-            "score-weak": score_w,
             "oracle": oracle_w,
         },
         "weak_pairs": {
             **weak.to_dict(),
             "p_fused_vs_bm25": p_weak,
-            "score_grid": {f"{w:g}": v for w, v in score_grid.items()},
+            "rrf_grid": {f"{w:g}": v for w, v in rrf_weak_grid.items()},
         },
-        "rrf_grid": {f"{w:g}": float(v.mean()) for w, v in grid.items()},
+        "score_grid": {f"{w:g}": float(v.mean()) for w, v in grid.items()},
     }
 
 
@@ -219,6 +229,8 @@ def main() -> None:
     )
     ap.add_argument("--finetune-minutes", type=float, default=None)
     ap.add_argument("--collections", default=",".join(SUITE))
+    ap.add_argument("--models", type=Path, default=None, help="reuse MODELS/<name>/finetuned (an earlier --out)")
+    ap.add_argument("--long-documents", choices=("split", "truncate"), default="split")
     args = ap.parse_args()
     results = []
     for name in args.collections.split(","):
@@ -227,9 +239,11 @@ def main() -> None:
         if not done.is_file():
             folder.mkdir(parents=True, exist_ok=True)
             model, minutes = args.model, {}
-            if args.pretrain_minutes is not None:
+            if args.models is not None:
+                model = str(args.models / name / "finetuned")
+            elif args.pretrain_minutes is not None:
                 model, minutes = train(name, folder, args.pretrain_minutes, args.finetune_minutes)
-            timing = encode_runs(name, model, folder)
+            timing = encode_runs(name, model, folder, args.long_documents)
             done.write_text(json.dumps({"model": model, "training_minutes": minutes, **timing}))
         result = collection(name, folder) | json.loads(done.read_text())
         (folder / "result.json").write_text(json.dumps(result, indent=1))

@@ -62,6 +62,14 @@ class BagOfWords:
     def encode_corpus(self, docs, **kwargs):
         return self._embed([f"{d['title']} {d['text']}" for d in docs])
 
+    def passages(self, docs, long_documents="split", max_length=None):
+        from llara.modeling.prompts import Passages
+
+        return Passages([f"{d['title']} {d['text']}" for d in docs], list(range(len(docs))), len(docs))  # all fit
+
+    def encode_documents(self, docs, long_documents="split", **kwargs):
+        return self.encode_corpus(docs), self.passages(docs)
+
     def encode_queries(self, queries, **kwargs):
         return self._embed(list(queries))
 

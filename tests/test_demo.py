@@ -48,13 +48,13 @@ def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
             assert gap < 1e-9
     assert "10 comparisons" in report["significance"]["correction"]["family"]
 
-    # The hybrid is weighted RRF (k = 60) of the BM25 and the adapted + fine-tuned run files, its weight
+    # The hybrid is min-max score fusion of the BM25 and the adapted + fine-tuned run files, its weight
     # chosen on held-out weak pairs of the abstracts (no judgements read), as `llara evaluate` does.
     data = load_beir(out / "data" / "arxiv")
     hybrid = report["hybrid"]
-    assert hybrid["method"] == "auto" and hybrid["rrf_k"] == 60 and hybrid["weight_source"] == "weak pairs"
+    assert hybrid["method"] == "auto" and "rrf_k" not in hybrid and hybrid["weight_source"] == "weak pairs"
     assert hybrid["evidence"]["pairs"] == 300 and hybrid["evidence"]["weight"] == hybrid["weight"]
-    chosen = Fusion("rrf", hybrid["weight"])
+    chosen = Fusion("score", hybrid["weight"])
     fused = fuse(read_trec_run(out / "runs/bm25/run.trec"), read_trec_run(out / "runs/ft-adapted/run.trec"), chosen)
     assert score_run(fused, data.qrels) == rows["hybrid: BM25 + adapted + fine-tuned"]["metrics"]
 

@@ -87,6 +87,11 @@ def test_sentence_transformers_export_gives_llara_embeddings(tiny_model_dir, tmp
     assert ids[-n:].tolist() == enc.prompts.special_ids("passage") and len(ids) <= 48
     with pytest.raises(ValueError, match="prompts are fixed"):
         st.encode(QUERIES, prompt="query: ")
+    # a long document: the passages llara splits it into, embedded by sentence-transformers, are llara's rows
+    docs = [{"title": "Libraries", "text": PASSAGES[1]}, PASSAGES[0]]
+    rows, passages = enc.encode_documents(docs)
+    assert passages.long == 1 and len(passages.texts) > 2
+    assert max_diff(st.encode_document(passages.texts), rows) < 1e-5
 
 
 def test_existing_output_is_refused_then_replaced(encoder, tmp_path):

@@ -166,8 +166,11 @@ def test_evaluate_hybrid_cli_writes_fusion_info_and_per_query_scores(tiny_model_
     assert fusion["weight_source"] == "tuned on qrels/dev.tsv" and fusion["tuning"]["split"] == "dev"
     assert fusion["tuning"]["grid"][f"{fusion['weight']:g}"] == max(fusion["tuning"]["grid"].values())
     assert set(fusion["components"]) == {"bm25", "dense"}
-    info = metrics["info"]  # 40 passages, none cut at the default length; queries counted apart
-    assert info["passages"] == 40 and info["truncated_passages"] == 0 and info["truncated_passages_share"] == 0.0
+    info = metrics["info"]  # 40 documents, none longer than the default length; queries counted apart
+    assert info["documents_read"] == {
+        "long_documents": "split", "documents": 40, "documents_long": 0, "documents_long_share": 0.0, "passages": 40
+    }  # fmt: skip
+    assert info["truncated_queries"] == 0 and info["queries_encoded"] > 0
     per_query = json.loads((out / "per_query.json").read_text())
     assert set(per_query) == {f"q{i}" for i in range(6)}
     for m in ("nDCG@10", "RR@10", "R@100"):
@@ -212,9 +215,9 @@ def test_search_hybrid_and_bm25_with_corpus(tiny_model_dir, small_beir, tmp_path
     # the default hybrid says the weight it chose on weak pairs, with the numbers, and fuses with it
     line = next(x for x in said["auto"].splitlines() if x.startswith("fusion: "))
     assert "held-out weak pairs of the corpus nDCG@10 was BM25" in line, said["auto"]
-    assert line.startswith(("fusion: BM25 alone:", "fusion: weighted RRF (k=60), dense weight "))
+    assert line.startswith(("fusion: BM25 alone:", "fusion: score fusion, dense weight "))
     weight = 0.0 if line.startswith("fusion: BM25 alone") else float(line.split("dense weight ")[1].split(":")[0])
-    expected = fuse(runs["bm25"], runs["dense"], Fusion("rrf", weight), 20)
+    expected = fuse(runs["bm25"], runs["dense"], Fusion("score", weight), 20)
     assert {q: order(r)[:10] for q, r in runs["auto"].items()} == {q: order(r)[:10] for q, r in expected.items()}
     res = cli.invoke(app, ["search", "--method", "bm25", "--queries", queries, "--output", str(tmp_path / "x.trec")])
     assert isinstance(res.exception, LlaraError) and "bm25 takes --corpus" in str(res.exception)

@@ -8,6 +8,7 @@ import pytest
 
 from llara.errors import LlaraError
 from llara.inference.corpus import encode_corpus_file
+from llara.modeling.prompts import Passages
 from llara.modeling.recipes import load_recipe
 from llara.retrieval.index import DenseIndex, IndexParams, build_index
 from llara.retrieval.options import BUILD_TYPES, INDEX_TYPES, hnsw_ef_search
@@ -37,6 +38,12 @@ class FakeEncoder:
 
     def encode_corpus(self, docs, **kwargs) -> np.ndarray:
         return self.vectors[[int(d["text"]) for d in docs]]
+
+    def passages(self, docs, long_documents="split", max_length=None) -> Passages:
+        return Passages([d["text"] for d in docs], list(range(len(docs))), len(docs))  # every document fits
+
+    def encode_documents(self, docs, long_documents="split", **kwargs) -> tuple[np.ndarray, Passages]:
+        return self.encode_corpus(docs), self.passages(docs)
 
 
 @pytest.fixture(scope="module")

@@ -84,8 +84,9 @@ class Setup:
     queries: Path
     index: Path
     docs: list[dict]
-    texts: list[str]  # format_document(doc): what `llara encode` embeds
-    doc_emb: np.ndarray  # `llara encode`'s rows, in corpus order
+    texts: list[str]  # format_document(doc): what BM25 reads
+    passages: list[str]  # what `llara encode` embeds: the documents' passages (every abstract is long here)
+    doc_emb: np.ndarray  # `llara encode`'s rows, one per passage, in corpus order
     encoder: object  # the server's model, loaded here (fp32) for query-side references
 
 
@@ -104,7 +105,9 @@ def make_setup(tmp: Path, model: Path, data: Path) -> Setup:
     build_index(tmp / "emb", tmp / "idx")
     doc_emb = np.concatenate([np.load(p) for p in sorted((tmp / "emb").glob("emb-*.npy"))])
     texts = [format_document(d) for d in docs]
-    return Setup(tmp / "corpus.jsonl", tmp / "queries.jsonl", tmp / "idx", docs, texts, doc_emb, encoder)
+    passages = encoder.passages(docs).texts
+    assert len(passages) == len(doc_emb) > len(docs)
+    return Setup(tmp / "corpus.jsonl", tmp / "queries.jsonl", tmp / "idx", docs, texts, passages, doc_emb, encoder)
 
 
 @pytest.fixture(scope="module")
@@ -175,13 +178,15 @@ def assert_served_normally(server: Server) -> None:
 # ---------------------------------------------------------------------------------------- embeddings
 def test_openai_client_embeddings_equal_llara_encode(client, setup):
     # the client asks for base64 by default and decodes it; float must give the same numbers
-    r = client.embeddings.create(model="tiny", input=setup.texts)
+    r = client.embeddings.create(model="tiny", input=setup.passages[:DOCS])
     got = np.array([d.embedding for d in r.data])
-    assert [d.index for d in r.data] == list(range(DOCS)) and got.shape == setup.doc_emb.shape
-    assert cosines(got, setup.doc_emb).min() >= 0.9999
-    as_float = client.embeddings.create(model="tiny", input=setup.texts[:3], encoding_format="float")
+    assert [d.index for d in r.data] == list(range(DOCS)) and got.shape == setup.doc_emb[:DOCS].shape
+    assert cosines(got, setup.doc_emb[:DOCS]).min() >= 0.9999
+    as_float = client.embeddings.create(model="tiny", input=setup.passages[:3], encoding_format="float")
     assert np.array_equal(np.array([d.embedding for d in as_float.data]), got[:3])
-    # usage counts the tokens the model read; the over-long abstracts are cut, and the response says how many
+    # usage counts the tokens the model read; a whole abstract sent as one text is one passage, cut, and
+    # the response says how many were
+    r = client.embeddings.create(model="tiny", input=setup.texts)
     ids = setup.encoder.prompts.text_ids(setup.texts)
     room = 256 - sum(len(p) for p in setup.encoder.prompts.pieces["passage"])
     assert r.model_extra["truncated"] == sum(len(i) > room for i in ids) > 0
@@ -193,7 +198,7 @@ def test_query_side_and_single_string(client, setup):
     r = client.embeddings.create(model="tiny", input=queries, extra_body={"input_type": "query"})
     want = setup.encoder.encode_queries(queries)
     assert cosines(np.array([d.embedding for d in r.data]), want).min() >= 0.9999
-    one = client.embeddings.create(model="tiny", input=setup.texts[0])
+    one = client.embeddings.create(model="tiny", input=setup.passages[0])
     assert len(one.data) == 1 and cosines(np.array(one.data[0].embedding), setup.doc_emb[0]) >= 0.9999
 
 
@@ -201,7 +206,7 @@ def test_concurrent_single_texts_are_batched_and_each_gets_its_own(server, setup
     before = httpx.get(f"{server.url}/health", headers=server.headers()).json()
 
     async def one(http: httpx.AsyncClient, i: int) -> tuple[int, list[float]]:
-        r = await http.post("/v1/embeddings", json={"model": "tiny", "input": setup.texts[i]})
+        r = await http.post("/v1/embeddings", json={"model": "tiny", "input": setup.passages[i]})
         assert r.status_code == 200, r.text
         return i, r.json()["data"][0]["embedding"]
 
@@ -478,7 +483,7 @@ def test_full_queue_answers_503_at_once(slow_server, setup):
 
 
 def test_sigterm_answers_the_request_in_flight_then_exits_0(slow_server, setup):
-    thread, out = in_flight(slow_server, setup.texts[1])
+    thread, out = in_flight(slow_server, setup.passages[1])
     slow_server.proc.send_signal(signal.SIGTERM)
     thread.join(60)
     r = out["response"]

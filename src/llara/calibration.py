@@ -6,16 +6,17 @@ documents, a query made from the document (its title, else one sentence, else a 
 `llara pairs` makes them: llara.data.weak_pairs) whose one relevant document is the rest of that
 document. In the searched collection the sampled documents are replaced by their rest, for BM25 and
 the dense model alike (a query copied out of an unchanged document would be found by word matching
-alone). On these pairs BM25, the dense model and weighted RRF at each dense weight of `WEIGHTS` are
-scored (nDCG@10, ir-measures), and the weight that fuses best is the hybrid's; ties go to the smaller
-weight. Weight 0 is BM25 alone: what the hybrid becomes where the dense side is clearly weaker.
+alone). On these pairs BM25, the dense model and min-max score fusion at each dense weight of `WEIGHTS`
+are scored (nDCG@10, ir-measures), and the weight that fuses best is the hybrid's; ties go to the
+smaller weight. Weight 0 is BM25 alone: what the hybrid becomes where the dense side is clearly weaker.
 
-Chosen among the rules compared on the development suite (benchmarks/bench_fusion_rules.py; every rule
-and setting in benchmarks/RESULTS.md): it has no setting of its own to tune, and it was never
-significantly worse than BM25 there, where equal weights were in 6 of 10 collection x model cases.
-It is not the best possible: weak pairs favour BM25 (a query cut out of a document shares its words
-with the rest), so where the dense model is level with BM25 on real queries the weight chosen is
-lower than the best one (CISI: 0.1 where 0.4-0.7 were best).
+Chosen among the rules compared on the development suite (benchmarks/bench_fusion_suite.py and
+bench_fusion_rules.py; every rule and setting in benchmarks/RESULTS.md): it has no setting of its own to
+tune, it was never significantly worse than BM25 there (equal-weight RRF was, in 6 of 10 collection x
+model cases), and it beat the same choice made for weighted RRF wherever the two differed (macro 1.05x
+against 1.03x BM25). It is not the best possible: weak pairs favour BM25 (a query cut out of a document
+shares its words with the rest), so where the dense model is level with BM25 on real queries the weight
+chosen can be lower than the best one.
 
 The pairs are drawn with their own seed, so where a document has several sentences the query is
 usually not the one `llara pairs` trained on; a model fine-tuned on the same corpus has still seen
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 WEAK_PAIRS = 300  # documents sampled; a few seconds of encoding, enough to tell 0.05 of nDCG@10 apart
 SEED = 1234  # not `llara pairs`' 42: other sentences than training's where a document has several
-WEIGHTS = WEIGHT_GRID  # the dense weights tune_weight tries, here for weighted RRF on the weak pairs
+WEIGHTS = WEIGHT_GRID  # the dense weights tune_weight tries, here for score fusion on the weak pairs
 METRIC = "nDCG@10"
 DEPTH = 100  # each side's top k on the weak pairs: enough for nDCG@10 of the fused list
 
@@ -68,7 +69,7 @@ class WeakPairEvidence:
     metric: str
     bm25: float
     dense: float
-    weights: dict[str, float]  # dense weight -> the metric of weighted RRF on the weak pairs
+    weights: dict[str, float]  # dense weight -> the metric of score fusion on the weak pairs
     weight: float  # the chosen one: the best on the pairs (0: BM25 alone)
 
     def to_dict(self) -> dict:
@@ -106,6 +107,7 @@ def measure_on_weak_pairs(
     seed: int = SEED,
     batch_size: int = 32,
     max_tokens_per_batch: int | None = None,
+    long_documents: str = "split",
 ) -> WeakPairRuns | None:
     """The BM25 and dense runs of held-out weak pairs, with their qrels; None if no document gives one.
     `dense_search` searches the encoded corpus (in `doc_ids` order); only the sampled documents' rests
@@ -123,11 +125,15 @@ def measure_on_weak_pairs(
 
     opts = {"batch_size": batch_size, "max_tokens_per_batch": max_tokens_per_batch, "show_progress_bar": False}
     q_emb = encoder.encode_queries(list(queries.values()), **opts)
-    rest_emb = encoder.encode_corpus([{"title": "", "text": r} for r in rests.values()], **opts)
+    # the rests are read as the corpus was (split into passages, or truncated); each scores its best passage
+    rest_emb, passages = encoder.encode_documents(
+        [{"title": "", "text": r} for r in rests.values()], long_documents=long_documents, **opts
+    )
     held_out = set(rests)
     # the corpus minus the sampled documents (searched a little deeper to make up for them), plus their rests
     scores, rows = dense_search(q_emb, min(DEPTH + len(held_out), len(doc_ids)))
-    rest_scores = q_emb @ rest_emb.T
+    rest_scores = np.full((len(qids), len(rests)), -np.inf, dtype=np.float32)
+    np.maximum.at(rest_scores.T, np.asarray(passages.owner), (q_emb @ rest_emb.T).T)
     dense: Run = {}
     for i, qid in enumerate(qids):
         found = {doc_ids[j]: float(s) for s, j in zip(scores[i], rows[i], strict=True) if j >= 0}
@@ -138,7 +144,7 @@ def measure_on_weak_pairs(
 
 
 def choose_fusion(runs: WeakPairRuns | None) -> Fusion:
-    """`--fusion auto`: the weighted RRF whose dense weight scores best on the weak pairs
+    """`--fusion auto`: the score fusion whose dense weight scores best on the weak pairs
     (`measure_on_weak_pairs`; 0: BM25 alone). A corpus that gives no pair (every record a few words)
     keeps equal weights, with a warning."""
     if runs is None:
@@ -149,12 +155,12 @@ def choose_fusion(runs: WeakPairRuns | None) -> Fusion:
 
 
 def weigh(runs: WeakPairRuns) -> WeakPairEvidence:
-    """Score BM25, dense and weighted RRF at every weight of WEIGHTS on the pairs; pick the best weight."""
+    """Score BM25, dense and score fusion at every weight of WEIGHTS on the pairs; pick the best weight."""
 
     def score(run: Run) -> float:
         return mean_scores(per_query_scores(run, runs.qrels, (METRIC,)), (METRIC,))[METRIC]
 
-    fused = {w: score(fuse(runs.bm25, runs.dense, Fusion("rrf", w), DEPTH)) for w in WEIGHTS}
+    fused = {w: score(fuse(runs.bm25, runs.dense, Fusion("score", w), DEPTH)) for w in WEIGHTS}
     best = min(WEIGHTS, key=lambda w: (-round(fused[w], 12), w))
     return WeakPairEvidence(
         pairs=len(runs.qrels),

@@ -17,7 +17,7 @@ from llara.data.beir import BeirDataset
 from llara.errors import LlaraError
 from llara.retrieval.runs import Run
 from llara.scoring import mean_scores, per_query_scores, score_run
-from llara.settings import FusionMethod, Method, Precision, option
+from llara.settings import FusionMethod, LongDocuments, Method, Precision, option
 
 if TYPE_CHECKING:
     from llara.retrieval.fusion import Fusion
@@ -44,6 +44,7 @@ class EvaluateOptions:
     tune_on: str | None = option(None, "--fusion score: pick the weight on qrels/<TUNE_ON>.tsv (e.g. dev), not --split")
     recipe: str | None = settings.recipe()
     top_k: int = settings.top_k()
+    long_documents: LongDocuments = settings.long_documents()
     batch_size: int = settings.batch_size()
     max_tokens_per_batch: int | None = settings.max_tokens_per_batch()
     query_max_length: int | None = settings.query_max_length()
@@ -82,14 +83,18 @@ def evaluate_dense(
     batch_size: int = 32,
     show_progress_bar: bool = True,
     max_tokens_per_batch: int | None = None,
+    long_documents: str = "split",
 ) -> Evaluation:
-    """Encode corpus and queries, exact inner-product FAISS search, score the top k."""
+    """Encode corpus (long documents split into passages, or truncated) and queries, exact inner-product
+    FAISS search (a document by its best passage), score the top k."""
     from llara.retrieval.dense import exact_search
 
-    run, timings, _ = exact_search(
-        encoder, data.corpus, data.queries, k, batch_size, show_progress_bar, max_tokens_per_batch
+    run, timings, encoded = exact_search(
+        encoder, data.corpus, data.queries, k, batch_size, show_progress_bar, max_tokens_per_batch, long_documents
     )
-    return _scored(run, data.qrels, timings)
+    result = _scored(run, data.qrels, timings)
+    result.info = {"documents_read": encoded.documents}
+    return result
 
 
 def tuning_split(data: BeirDataset, fusion: Fusion) -> BeirDataset | None:
@@ -115,6 +120,7 @@ def evaluate_hybrid(
     batch_size: int = 32,
     show_progress_bar: bool = True,
     max_tokens_per_batch: int | None = None,
+    long_documents: str = "split",
 ) -> Evaluation:
     """BM25 and dense runs fused (llara.retrieval.fusion.Fusion). `--fusion auto` picks its weight on
     held-out weak pairs of the corpus (llara.calibration), no judgements read. With `tune` (another
@@ -133,7 +139,7 @@ def evaluate_hybrid(
     pool = replace(data, queries={**data.queries, **(tune.queries if tune else {})})
     sparse = evaluate_bm25(pool, k)
     dense_run, dense_timings, encoded = exact_search(
-        encoder, pool.corpus, pool.queries, k, batch_size, show_progress_bar, max_tokens_per_batch
+        encoder, pool.corpus, pool.queries, k, batch_size, show_progress_bar, max_tokens_per_batch, long_documents
     )
 
     def only(run: Run, queries: dict[str, str]) -> Run:
@@ -150,6 +156,7 @@ def evaluate_hybrid(
             encoded.doc_ids,
             batch_size=batch_size,
             max_tokens_per_batch=max_tokens_per_batch,
+            long_documents=long_documents,
         )
         fusion = choose_fusion(weak)
     if tune is not None:
@@ -178,7 +185,7 @@ def evaluate_hybrid(
     result = _scored(run, data.qrels, timings | {"choose_fusion_s": choose_s, "fuse_s": time.perf_counter() - t0})
     # the components' own figures on the evaluated split, so one hybrid run shows all three
     components = {"bm25": score_run(sparse.run, data.qrels), "dense": score_run(dense_run, data.qrels)}
-    result.info = {"fusion": {**fusion.to_dict(), **info, "components": components}}
+    result.info = {"fusion": {**fusion.to_dict(), **info, "components": components}, "documents_read": encoded.documents}
     result.fusion = fusion
     return result
 

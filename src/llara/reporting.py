@@ -419,7 +419,7 @@ def pipeline_table(report: dict) -> Table:
         table.caption = "no document of the corpus could give a weak pair (all too short): nothing to check"
         return table
     w = weak["weight"]
-    hybrid = "hybrid: BM25 alone (dense weight 0)" if w == 0 else f"hybrid (weighted RRF, dense weight {w:g})"
+    hybrid = "hybrid: BM25 alone (dense weight 0)" if w == 0 else f"hybrid (score fusion, dense weight {w:g})"
     for name, value in (("BM25", weak["bm25"]), (report["model"], weak["dense"]), (hybrid, weak["weights"][f"{w:g}"])):
         table.add_row(escape(name), f"{value:.3f}")
     sources = ", ".join(f"{n} {s}" for s, n in weak["sources"].items())

@@ -37,6 +37,11 @@ class Method(StrEnum):
     hybrid = "hybrid"
 
 
+class LongDocuments(StrEnum):
+    split = "split"  # passages of the passage length (a quarter overlapping), the title in each; MaxP
+    truncate = "truncate"  # the first passage-length tokens only
+
+
 class FusionMethod(StrEnum):
     auto = "auto"
     rrf = "rrf"
@@ -135,6 +140,14 @@ def passage_max_length():
     return option(None, "passage tokens, prompt included (default: the model's llara.json, else 256)")
 
 
+def long_documents():
+    return option(
+        LongDocuments.split,
+        "a document longer than --passage-max-length: split (into overlapping passages of that length, "
+        "the title in each; a document scores its best passage) or truncate (its first tokens only)",
+    )
+
+
 def top_k():
     return option(TOP_K, "documents retrieved per query")
 
@@ -146,7 +159,7 @@ def seed(default: int):
 def fusion(default: FusionMethod | None = None):
     return option(
         default,
-        "--method hybrid: auto (default: weighted RRF, the dense weight chosen on held-out weak pairs of the "
+        "--method hybrid: auto (default: min-max score fusion, the dense weight chosen on held-out weak pairs of the "
         "corpus, 0 = BM25 alone), rrf (reciprocal rank fusion, k=60, equal weights) or score (min-max)",
     )
 
@@ -188,6 +201,7 @@ MEANINGS: dict[str, str] = {
     "--query-max-length": "query tokens, prompt included",
     "--passage-max-length": "passage tokens, prompt included",
     "--top-k": "documents retrieved per query",
+    "--long-documents": "a document longer than the passage length: split into passages (MaxP) or truncate",
     "--method": "how documents are ranked: dense, bm25 (or hybrid: both fused)",
     "--fusion": "how a hybrid fuses BM25 and dense runs: auto | rrf | score",
     "--fusion-weight": "the dense run's weight in a fusion",

@@ -54,27 +54,20 @@ def _evaluate(o: EvaluateOptions) -> None:
             name = "bm25"
         else:
             enc = load_encoder()
-            texts, cut = enc.prompts.wrapped, enc.prompts.truncated  # the encoder counts over its lifetime
-            docs, docs_cut = enc.prompts.wrapped_by_side["passage"], enc.prompts.truncated_by_side["passage"]
+            texts, cut = enc.prompts.wrapped_by_side["query"], enc.prompts.truncated_by_side["query"]
+            batching = {"batch_size": o.batch_size, "max_tokens_per_batch": o.max_tokens_per_batch}
             if fuse:
-                result = evaluate_hybrid(enc, dataset, fuse, o.top_k, tune, o.batch_size, True, o.max_tokens_per_batch)
+                result = evaluate_hybrid(enc, dataset, fuse, o.top_k, tune, long_documents=o.long_documents, **batching)
             else:
-                result = evaluate_dense(
-                    enc, dataset, k=o.top_k, batch_size=o.batch_size, max_tokens_per_batch=o.max_tokens_per_batch
-                )
+                result = evaluate_dense(enc, dataset, k=o.top_k, long_documents=o.long_documents, **batching)
             name = f"{model} ({enc.recipe.name})" + (" + bm25" if fuse else "")
             if fuse:
                 console.print(f"fusion: {result.fusion.describe()}", soft_wrap=True)
             info.update(model=str(model), **enc.config(), precision=o.precision)
-            truncated = enc.prompts.truncated - cut
-            info.update(texts=enc.prompts.wrapped - texts, truncated_texts=truncated)
-            docs = enc.prompts.wrapped_by_side["passage"] - docs  # passages encoded (weak-pair rests included)
-            docs_cut = enc.prompts.truncated_by_side["passage"] - docs_cut
-            info.update(passages=docs, truncated_passages=docs_cut, truncated_passages_share=docs_cut / max(docs, 1))
-            if truncated:
-                console.print(
-                    f"truncated {truncated} of {info['texts']} texts to fit --query-max-length/--passage-max-length"
-                )
+            queries_cut = enc.prompts.truncated_by_side["query"] - cut
+            info.update(queries_encoded=enc.prompts.wrapped_by_side["query"] - texts, truncated_queries=queries_cut)
+            if queries_cut:
+                console.print(f"truncated {queries_cut} queries to fit --query-max-length")
         info["skipped_rows"] = bad_rows().count
         info["warnings"] = bad_rows().warnings()
         write_evaluation(out, result, info, tag=f"llara-{how.value}")

@@ -27,9 +27,12 @@ def _encode(o: EncodeOptions) -> None:
     )
     m = encode_corpus_file(
         encoder, o.corpus, o.output, (i, n), o.resume, o.dtype.value, o.batch_size, o.max_tokens_per_batch,
-        o.docs_per_file,
+        o.docs_per_file, long_documents=o.long_documents.value,
     )  # fmt: skip
-    console.print(f"shard {i}/{n}: rows {m['rows'][0]}..{m['rows'][1]} in {o.output} ({m['encoded_now']} encoded now)")
+    console.print(
+        f"shard {i}/{n}: documents {m['rows'][0]}..{m['rows'][1]} ({m['documents_read']['passages']} passages) in "
+        f"{o.output} ({m['encoded_now']} encoded now)"
+    )
 
 
 def _index(o: IndexOptions) -> None:
@@ -37,7 +40,11 @@ def _index(o: IndexOptions) -> None:
     from llara.retrieval.index import build_index
 
     meta = build_index(o.embeddings, o.output, o.type.value, o.params())
-    console.print(f"wrote {o.output}: {meta['index_type']} index of {meta['count']} x {meta['dim']}")
+    docs = meta["documents"]
+    console.print(
+        f"wrote {o.output}: {meta['index_type']} index of {meta['count']} x {meta['dim']}"
+        + (f" ({docs} documents)" if docs != meta["count"] else "")
+    )
 
 
 def _search(o: SearchOptions) -> None:
@@ -65,6 +72,7 @@ def _search(o: SearchOptions) -> None:
             o.model,
             recipe=dense.meta["recipe"],
             query_max_length=dense.meta["query_max_length"],
+            passage_max_length=dense.meta["passage_max_length"],  # weak-pair passages are read as the index's
             precision=o.precision,
             trust_remote_code=o.trust_remote_code,
         )
@@ -73,7 +81,11 @@ def _search(o: SearchOptions) -> None:
             from llara.calibration import choose_fusion, measure_on_weak_pairs
 
             dense.check_encoder(encoder)
-            fuse = choose_fusion(measure_on_weak_pairs(docs, encoder, dense.search, dense.ids, **batching))
+            fuse = choose_fusion(
+                measure_on_weak_pairs(
+                    docs, encoder, dense.search, dense.ids, long_documents=dense.meta["long_documents"], **batching
+                )
+            )
             console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
         if fuse:
             run = hybrid_search(found, docs, dense, encoder, fuse, o.top_k, o.batch_size, o.max_tokens_per_batch)

@@ -6,7 +6,7 @@ Rows of the table (printed, and in OUTPUT/results.md, results.json and results.p
 
   BM25 | the raw model | adapted (EBAE + EBAR) | fine-tuned, no adaptation | adapted + fine-tuned |
   hybrid: BM25 and adapted + fine-tuned fused as `llara evaluate --method hybrid` fuses by default:
-  weighted RRF, the dense weight chosen on held-out weak pairs of the abstracts (no judgements read)
+  score fusion, the dense weight chosen on held-out weak pairs of the abstracts (no judgements read)
 
 Both fine-tuned rows train on the same weak pairs with the same options (`finetune_options`) and the
 same budget, so the adaptation is the only difference between them. Every row but BM25 is tested
@@ -269,10 +269,10 @@ def run_demo(output: Path, quick: bool = False, model: str = DEFAULT_MODEL, budg
 
     def hybrid_weight() -> dict:
         from llara.calibration import choose_fusion, measure_on_weak_pairs
-        from llara.retrieval.dense import EncodedCorpus, flat_index
+        from llara.retrieval.dense import index_corpus
 
         encoder = encoder_for(finetuned)
-        docs = EncodedCorpus(list(data.corpus), flat_index(encoder.encode_corpus(list(data.corpus.values()))))
+        docs = index_corpus(encoder, data.corpus)  # as the dense rows read it: long documents split
         return choose_fusion(measure_on_weak_pairs(data.corpus, encoder, docs.search, docs.doc_ids)).to_dict()
 
     chosen = stages.run("hybrid_weight", "the hybrid's dense weight, chosen on held-out weak pairs", hybrid_weight)

@@ -94,7 +94,7 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
 
         encoder = LlaraEncoder.from_pretrained(model)
         manifest = encode_corpus_file(encoder, corpus, embeddings, resume=embeddings.exists())
-        return {"embeddings": str(embeddings), "rows": manifest["rows"]}
+        return {"embeddings": str(embeddings), "rows": manifest["rows"], "documents_read": manifest["documents_read"]}
 
     def index() -> dict:
         from llara.retrieval.index import build_index
@@ -107,8 +107,13 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
         from llara.retrieval.index import DenseIndex
 
         found = DenseIndex(index_dir)
-        encoder = LlaraEncoder.from_pretrained(model, recipe=found.meta["recipe"])
-        runs = measure_on_weak_pairs(docs, encoder, found.search, found.ids, n=len(held_out))
+        meta = found.meta
+        encoder = LlaraEncoder.from_pretrained(
+            model, recipe=meta["recipe"], passage_max_length=meta["passage_max_length"]
+        )
+        runs = measure_on_weak_pairs(
+            docs, encoder, found.search, found.ids, n=len(held_out), long_documents=meta["long_documents"]
+        )
         if runs is None:
             return {"weak_pairs": None}
         evidence = weigh(runs)

@@ -3,8 +3,12 @@
 Layout of an embeddings folder::
 
     manifest-00000-of-00002.json   one per shard: model, recipe, dim, dtype, corpus, chunk list
-    emb-0000000000-0000001024.npy  rows [0, 1024) of the corpus, float32 or float16
-    emb-0000000000-0000001024.ids  their document ids, one per line
+    emb-0000000000-0000001024.npy  documents [0, 1024) of the corpus: one row per passage, float32 or float16
+    emb-0000000000-0000001024.ids  each row's document id, one per line
+
+A document longer than the passage length is split into passages (`--long-documents split`, the
+default; `PromptBuilder.passages`), each a row under the document's id, so a chunk of 1024 documents
+may hold more rows; searching an index of them scores a document by its best passage (MaxP).
 
 Chunks are named by their global row range, so the shards of `--shard i/n` runs merge by sorting.
 Each chunk is written to a temporary name and renamed, so a chunk that exists is complete: a
@@ -29,12 +33,23 @@ from llara.data.beir import iter_corpus
 from llara.data.io import atomic_write, write_json
 from llara.errors import LlaraError
 from llara.inference.options import DTYPES
+from llara.modeling.prompts import PassageCounts
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024
 # manifest keys that every shard of one folder must share, and that a resume must match
-SHARED_KEYS = ("model", "recipe", "passage_max_length", "precision", "dim", "dtype", "corpus_docs", "corpus_sha256")
+SHARED_KEYS = (
+    "model",
+    "recipe",
+    "passage_max_length",
+    "precision",
+    "dim",
+    "dtype",
+    "corpus_docs",
+    "corpus_sha256",
+    "long_documents",
+)
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:
@@ -97,16 +112,20 @@ def _chunks(path: Path, lo: int, hi: int, chunk_size: int) -> Iterator[tuple[int
         yield start, start + len(ids), ids, docs
 
 
-def _chunk_is_complete(folder: Path, lo: int, hi: int, dim: int, dtype: str) -> bool:
+def _chunk_rows(folder: Path, lo: int, hi: int, dim: int, dtype: str) -> int | None:
+    """The rows of the chunk of documents [lo, hi) if it is complete (at least one row a document, as
+    many ids as rows, the dimension and dtype of the folder), else None."""
     stem = chunk_stem(lo, hi)
     emb, ids = folder / f"{stem}.npy", folder / f"{stem}.ids"
     if not (emb.is_file() and ids.is_file()):
-        return False
+        return None
     try:
         arr = np.load(emb, mmap_mode="r", allow_pickle=False)
     except ValueError:
-        return False
-    return arr.shape == (hi - lo, dim) and arr.dtype == np.dtype(dtype) and _count_lines(ids) == hi - lo
+        return None
+    rows = arr.shape[0]
+    ok = arr.ndim == 2 and arr.shape[1] == dim and arr.dtype == np.dtype(dtype) and rows >= hi - lo
+    return rows if ok and _count_lines(ids) == rows else None
 
 
 def _count_lines(path: Path) -> int:
@@ -125,8 +144,10 @@ def encode_corpus_file(
     max_tokens_per_batch: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     show_progress_bar: bool = True,
+    long_documents: str = "split",
 ) -> dict:
-    """Encode shard `i/n` of a corpus file (EBAE / passage prompt) into `output`; returns its manifest."""
+    """Encode shard `i/n` of a corpus file (EBAE / passage prompt) into `output`, long documents split
+    into passages (or truncated); returns its manifest."""
     corpus, output = Path(corpus), Path(output)
     if dtype not in DTYPES:
         raise LlaraError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -149,6 +170,7 @@ def encode_corpus_file(
         "shard": [i, n],
         "rows": [lo, hi],
         "chunk_size": chunk_size,
+        "long_documents": long_documents,
         "complete": False,
         "chunks": [],
     }
@@ -160,23 +182,38 @@ def encode_corpus_file(
     _check_folder(output, manifest)
 
     write_json(path, manifest)
+    split = long_documents == "split"
+    # the plan: how many documents are long, and what reading them whole costs (tokenizing only)
+    plan = PassageCounts(split=split)
+    for _, _, _, docs in _chunks(corpus, lo, hi, chunk_size):
+        plan += encoder.passages(docs, long_documents).counts()
+    log.info("%s", plan.summary(encoder.max_length["passage"]))
     done = 0
-    with tqdm(total=hi - lo, desc=f"encode shard {i}/{n}", unit="doc", disable=not show_progress_bar) as bar:
+    progress = {"desc": f"encode shard {i}/{n}", "unit": "passage", "disable": not show_progress_bar}
+    with tqdm(total=plan.passages, **progress) as bar:
         for start, end, ids, docs in _chunks(corpus, lo, hi, chunk_size):
             stem = chunk_stem(start, end)
-            if not (resume and _chunk_is_complete(output, start, end, encoder.dim, dtype)):
-                emb = encoder.encode_corpus(
-                    docs, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, show_progress_bar=False
-                ).astype(dtype)
+            rows = resume and _chunk_rows(output, start, end, encoder.dim, dtype)
+            if not rows:
+                emb, found = encoder.encode_documents(
+                    docs,
+                    long_documents=long_documents,
+                    batch_size=batch_size,
+                    max_tokens_per_batch=max_tokens_per_batch,
+                    show_progress_bar=False,
+                )
                 # ids first, embeddings last: an .npy file that exists marks its chunk as written
                 with atomic_write(output / f"{stem}.ids") as f:
-                    f.write("".join(d + "\n" for d in ids))
+                    f.write("".join(ids[j] + "\n" for j in found.owner))
                 with atomic_write(output / f"{stem}.npy", mode="wb") as f:
-                    np.save(f, emb, allow_pickle=False)
+                    np.save(f, emb.astype(dtype), allow_pickle=False)
                 done += len(ids)
-            manifest["chunks"].append({"rows": [start, end], "file": f"{stem}.npy", "ids": f"{stem}.ids"})
-            bar.update(len(ids))
-    manifest.update(complete=True, encoded_now=done)
+                rows = len(found.texts)
+            manifest["chunks"].append(
+                {"rows": [start, end], "vectors": rows, "file": f"{stem}.npy", "ids": f"{stem}.ids"}
+            )
+            bar.update(rows)
+    manifest.update(complete=True, encoded_now=done, documents_read=plan.record())
     write_json(path, manifest)
     return manifest
 
@@ -204,10 +241,15 @@ class Embeddings:
 
     folder: Path
     info: dict  # the SHARED_KEYS plus query_max_length
-    chunks: list[tuple[int, int, Path, Path]]  # (start, end, .npy, .ids), in row order
+    chunks: list[tuple[int, int, Path, Path]]  # (first row, end row, .npy, .ids), in row order (a row: a passage)
 
     @property
     def count(self) -> int:
+        """Rows (vectors): the documents, or more where long documents were split into passages."""
+        return self.chunks[-1][1] if self.chunks else 0
+
+    @property
+    def documents(self) -> int:
         return self.info["corpus_docs"]
 
     @property
@@ -257,16 +299,18 @@ def open_embeddings(folder: str | Path) -> Embeddings:
         raise LlaraError(f"shards {missing} of {n} are missing; run `llara encode --shard i/{n}` for each", folder)
     chunks = []
     expected = 0
+    row = 0
     for i in range(n):
         for c in shards[i]["chunks"]:
             start, end = c["rows"]
             emb, ids = folder / c["file"], folder / c["ids"]
             if start != expected:
-                raise LlaraError(f"chunk {c['file']} starts at row {start}, expected {expected}", folder)
-            if not _chunk_is_complete(folder, start, end, first["dim"], first["dtype"]):
+                raise LlaraError(f"chunk {c['file']} starts at document {start}, expected {expected}", folder)
+            rows = _chunk_rows(folder, start, end, first["dim"], first["dtype"])
+            if rows is None or rows != c.get("vectors", end - start):
                 raise LlaraError(f"chunk {c['file']} is missing or does not match its manifest", folder)
-            chunks.append((start, end, emb, ids))
-            expected = end
+            chunks.append((row, row + rows, emb, ids))
+            expected, row = end, row + rows
     if expected != first["corpus_docs"]:
         raise LlaraError(f"chunks cover {expected} of {first['corpus_docs']} documents", folder)
     info = {key: first[key] for key in (*SHARED_KEYS, "query_max_length")}

@@ -23,7 +23,7 @@ from llara.modeling.config import (
 from llara.modeling.embedder import embed
 from llara.modeling.loading import device_of_rank, load_model, model_fingerprint
 from llara.modeling.precision import autocast_dtype
-from llara.modeling.prompts import PromptBuilder, add_special_tokens
+from llara.modeling.prompts import Passages, PromptBuilder, add_special_tokens
 from llara.modeling.recipes import Recipe, load_recipe
 
 log = logging.getLogger(__name__)
@@ -220,6 +220,32 @@ class LlaraEncoder:
     def encode_corpus(self, corpus: Sequence[dict | str], batch_size: int = 32, **kwargs) -> np.ndarray:
         """Documents (BEIR dicts with title/text, or strings) take the EBAE ("summarize") prompt."""
         return self.encode([format_document(d) for d in corpus], batch_size=batch_size, side="passage", **kwargs)
+
+    def passages(
+        self, docs: Sequence[dict | str], long_documents: str = "split", max_length: int | None = None
+    ) -> Passages:
+        """The passages `encode_documents` would embed for `docs` (tokenizing only): texts, owners, counts."""
+        return self.prompts.passages(docs, max_length or self.max_length["passage"], split=long_documents == "split")
+
+    def encode_documents(
+        self,
+        docs: Sequence[dict | str],
+        long_documents: str = "split",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        **kwargs,
+    ) -> tuple[np.ndarray, Passages]:
+        """Documents as passages: (embeddings [passages, dim], the `Passages`: `.owner[i]` is the index of
+        the document passage i comes from, with counts of long documents). `long_documents="split"` (the
+        default) reads a document longer than the passage length in overlapping passages, each embedded
+        (`PromptBuilder.passages`); a search scores the document by its best passage (MaxP). "truncate":
+        one passage a document, its first tokens."""
+        max_length = max_length or self.max_length["passage"]
+        passages = self.passages(docs, long_documents, max_length)
+        if passages.long:
+            log.info("%s", passages.counts().summary(max_length))
+        emb = self.encode(passages.texts, batch_size=batch_size, side="passage", max_length=max_length, **kwargs)
+        return emb, passages
 
     # ------------------------------------------------------------------------------------- MTEB
     def similarity(self, embeddings1, embeddings2) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llara import settings
 from llara.modeling.recipes import SIDES
-from llara.settings import Precision, option
+from llara.settings import LongDocuments, Precision, option
 
 DTYPES = ("float32", "float16")  # how `llara encode` stores the embeddings
 StorageDtype = StrEnum("StorageDtype", {d: d for d in DTYPES})
@@ -30,6 +30,7 @@ class EncodeOptions:
     max_tokens_per_batch: int | None = settings.max_tokens_per_batch()
     docs_per_file: int = option(1024, "documents per .npy file (and per resume step)", deprecated=("--chunk-size",))
     passage_max_length: int | None = settings.passage_max_length()
+    long_documents: LongDocuments = settings.long_documents()
     precision: Precision = settings.precision()
     trust_remote_code: bool = settings.trust_remote_code()
 

@@ -29,6 +29,11 @@ Queries take the EBAR prompt, passages the EBAE prompt; embeddings are L2-normal
 ```python
 {usage}
 ```
+
+A document longer than {p} tokens is read by llara in passages of {p} tokens, a quarter of each shared
+with the next, its title in each; each passage is embedded and the document scores its best passage
+(MaxP). `LlaraEncoder.from_pretrained("{path}").passages(docs)` gives those passages' texts and the
+document each comes from, to embed with any loader of this folder.
 """
 
 _USAGE = {
@@ -113,6 +118,7 @@ def write_folder(encoder, folder: Path, fmt: str) -> None:
         q=cfg["query_max_length"],
         p=cfg["passage_max_length"],
         usage=usage,
+        path=folder.name,
     )
     (folder / "README.md").write_text(readme, encoding="utf-8")
 

@@ -8,12 +8,68 @@ fine-tuning and encoding see exactly the same ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llara.compat import resize_embeddings
+from llara.data.beir import format_document
 from llara.errors import LlaraError
 from llara.modeling.recipes import EOS, SIDES, Recipe, load_recipe
+
+PASSAGE_OVERLAP = 0.25  # of each passage's text shared with the next, so no sentence is only ever cut in two
+
+
+@dataclass(frozen=True)
+class PassageCounts:
+    """How documents were read: how many, how many longer than one passage, how many passages."""
+
+    documents: int = 0
+    long: int = 0  # documents longer than one passage: split (or, truncating, cut)
+    passages: int = 0
+    split: bool = True  # False: every document is one passage, cut to the length
+
+    def __add__(self, other: PassageCounts) -> PassageCounts:
+        return PassageCounts(
+            self.documents + other.documents, self.long + other.long, self.passages + other.passages, other.split
+        )
+
+    def summary(self, max_length: int) -> str:
+        """One line for the plan, e.g. "420 of 423 documents are longer than 256 tokens: split into 3546
+        passages (8.38x the texts to encode)"."""
+        head = f"{self.long} of {self.documents} documents are longer than {max_length} tokens"
+        if not self.long:
+            return head
+        if not self.split:
+            return f"{head}: truncated (--long-documents truncate: only their first {max_length} tokens are read)"
+        cost = self.passages / max(self.documents, 1)
+        return f"{head}: split into {self.passages} passages ({cost:.2f}x the texts to encode)"
+
+    def record(self) -> dict:
+        """What metrics.json, manifests and index metadata say about it."""
+        return {
+            "long_documents": "split" if self.split else "truncate",
+            "documents": self.documents,
+            "documents_long": self.long,
+            "documents_long_share": self.long / max(self.documents, 1),
+            "passages": self.passages,
+        }
+
+
+@dataclass
+class Passages:
+    """Documents as the passages that are encoded: `texts[i]` comes from document `owner[i]`."""
+
+    texts: list[str] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
+    documents: int = 0
+    long: int = 0  # documents longer than one passage: split (or, truncating, cut)
+    split: bool = True
+
+    def counts(self) -> PassageCounts:
+        return PassageCounts(self.documents, self.long, len(self.texts), self.split)
 
 
 def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> bool:
@@ -107,6 +163,59 @@ class PromptBuilder:
         self.wrapped_by_side[side] += 1
         self.truncated_by_side[side] += len(text_ids) > room
         return prefix + text_ids[:room] + suffix
+
+    def passages(self, docs: Sequence[dict | str], max_length: int, split: bool = True) -> Passages:
+        """The passages that stand for `docs` (BEIR dicts or strings) at `max_length` tokens with the passage
+        prompt. A document that fits is one passage, its text as `format_document` gives it. A longer one is
+        cut into windows of its text at token boundaries, each sharing PASSAGE_OVERLAP with the next (the last
+        ends at the text's end), the title in front of each (unless it would take half the room); with
+        `split=False` it stays one passage, which encoding truncates."""
+        whole = [format_document(d) for d in docs]
+        prefix, suffix = self.pieces["passage"]
+        room = max_length - len(prefix) - len(suffix)
+        lengths = [len(ids) for ids in self.text_ids(whole)] if whole else []
+        out = Passages(documents=len(whole), split=split)
+        out.long = sum(n > room for n in lengths)
+        if not split or not out.long:
+            out.texts, out.owner = whole, list(range(len(whole)))
+            return out
+        for i, (doc, text, n) in enumerate(zip(docs, whole, lengths, strict=True)):
+            if n <= room:
+                out.texts.append(text)
+                out.owner.append(i)
+                continue
+            title, body = (
+                ("", doc)
+                if isinstance(doc, str)
+                else ((doc.get("title") or "").strip(), (doc.get("text") or "").strip())
+            )
+            if not body:  # a title alone longer than a passage: cut, as there is no text to split
+                out.texts.append(text)
+                out.owner.append(i)
+                continue
+            title_ids = len(self.text_ids([title + " "])[0]) if title else 0
+            if title_ids > room // 2:
+                title, title_ids = "", 0
+            windows = self._windows(body, max(1, room - title_ids - 2))  # 2: re-tokenising a window may differ
+            out.texts.extend(f"{title} {w}" if title else w for w in windows)
+            out.owner.extend([i] * len(windows))
+        return out
+
+    def _windows(self, text: str, width: int) -> list[str]:
+        """`text` in pieces of `width` tokens, overlapping by PASSAGE_OVERLAP, cut at token boundaries: spans of
+        the text itself where the tokenizer gives character offsets (fast tokenizers), else decoded ids."""
+        fast = getattr(self.tokenizer, "is_fast", False)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=fast)
+        ids = enc["input_ids"]
+        stride = max(1, width - int(width * PASSAGE_OVERLAP))
+        starts = [0]
+        while starts[-1] + width < len(ids):
+            starts.append(starts[-1] + stride)
+        starts[-1] = max(0, min(starts[-1], len(ids) - width))  # the last window full, ending at the text's end
+        if not fast:
+            return [self.tokenizer.decode(ids[s : s + width]) for s in starts]
+        offsets = enc["offset_mapping"]
+        return [text[offsets[s][0] : offsets[min(s + width, len(ids)) - 1][1]] for s in starts]
 
     def build(self, texts: list[str], side: str, max_length: int) -> list[list[int]]:
         return [self.wrap(ids, side, max_length) for ids in self.text_ids(texts)]

@@ -2,9 +2,9 @@
 
 Three methods, each per query over each run's top k:
 
-- auto, the default: weighted reciprocal rank fusion, (1 - w) / (k + rank_bm25(d)) + w / (k +
-  rank_dense(d)), with the dense weight w picked without labels on held-out weak pairs of the corpus
-  itself (llara.calibration); w = 0 is BM25 alone, chosen where the dense side is clearly weaker.
+- auto, the default: normalised score fusion (below) whose dense weight w is picked without labels on
+  held-out weak pairs of the corpus itself (llara.calibration); w = 0 is BM25 alone, chosen where the
+  dense side is clearly weaker.
 - reciprocal rank fusion (Cormack et al., SIGIR 2009): score(d) = sum over runs of 1 / (k + rank(d)),
   rank counted from 1, a run that lacks d adding nothing. k = 60 as in the paper and fixed: nothing
   is tuned, so nothing can be tuned on test judgements. Equal weights unless --fusion-weight.
@@ -124,7 +124,7 @@ class Fusion:
             return f"RRF (k={self.rrf_k})" if self.method == "rrf" else "auto fusion (weight not yet chosen)"
         if self.method == "auto" and self.evidence:
             e = self.evidence
-            chosen = f"weighted RRF (k={self.rrf_k}), dense weight {self.weight:g}" if self.weight else "BM25 alone"
+            chosen = f"score fusion, dense weight {self.weight:g}" if self.weight else "BM25 alone"
             return (
                 f"{chosen}: on {e['pairs']} held-out weak pairs of the corpus {e['metric']} was BM25 {e['bm25']:.3f}, "
                 f"dense {e['dense']:.3f}, fused {e['weights'][f'{self.weight:g}']:.3f}"
@@ -133,9 +133,11 @@ class Fusion:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        drop = (
-            ("rrf_k",) if self.method == "score" else ("tune_on",) + (("weight_source",) if self.weight is None else ())
-        )
+        drop = ("rrf_k",) if self.method == "score" else ("tune_on",)
+        if self.method == "auto":  # auto fuses scores: no k
+            drop += ("rrf_k",)
+        if self.method != "score" and self.weight is None:
+            drop += ("weight_source",)
         for key in drop + (("evidence",) if self.evidence is None else ()):
             del d[key]
         return d
@@ -143,7 +145,7 @@ class Fusion:
 
 def fuse(bm25: Run, dense: Run, fusion: Fusion, k: int = 1000) -> Run:
     """The hybrid run: the two runs fused as `fusion` says, cut to the top k per query."""
-    if fusion.method == "score":
+    if fusion.method == "score" or (fusion.method == "auto" and fusion.weight is not None):
         fused = score_fusion([bm25, dense], [1.0 - fusion.weight, fusion.weight])
     elif fusion.weight is not None:
         fused = reciprocal_rank_fusion([bm25, dense], fusion.rrf_k, [1.0 - fusion.weight, fusion.weight])

@@ -22,6 +22,7 @@ import numpy as np
 from llara.data.io import atomic_dir, check_finite, write_json
 from llara.errors import LlaraError
 from llara.inference.corpus import open_embeddings
+from llara.retrieval.dense import owners
 from llara.retrieval.options import BUILD_TYPES, INDEX_TYPES, IndexParams
 from llara.retrieval.runs import Run
 
@@ -126,6 +127,8 @@ def build_index(
             "count": int(index.ntotal),
             "dim": emb.dim,
             **{k: emb.info[k] for k in ("model", "recipe", "query_max_length", "passage_max_length", "precision")},
+            "documents": emb.documents,  # fewer than count where long documents were split into passages
+            "long_documents": emb.info.get("long_documents") or "truncate",  # older folders lack the key: truncated
             "embeddings": str(Path(embeddings)),
             "embeddings_dtype": emb.info["dtype"],
             "params": asdict(p),
@@ -162,9 +165,10 @@ class DenseIndex:
                 f"index holds {self.index.ntotal} x {self.index.d} ({got}), meta.json says {count} x {dim} ({kind})",
                 folder / INDEX_FILE,
             )
-        self.ids = (folder / IDS_FILE).read_text(encoding="utf-8").splitlines()
+        self.ids = (folder / IDS_FILE).read_text(encoding="utf-8").splitlines()  # per row: passages share an id
         if len(self.ids) != count:
             raise LlaraError(f"{len(self.ids)} ids for {count} vectors", folder / IDS_FILE)
+        self.owner = owners(self.ids)  # row -> document, where documents were split: search returns documents
 
     def configure(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
         """Search-time knobs (`--ef-search` for HNSW, `--nprobe` for IVF); None keeps the index's own."""
@@ -188,11 +192,12 @@ class DenseIndex:
                 )
 
     def search(self, queries: np.ndarray, k: int, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """The top k documents for each query: (scores, rows), a split document by its best passage."""
         from llara.retrieval.dense import search
 
         if queries.ndim != 2 or queries.shape[1] != self.meta["dim"]:
             raise LlaraError(f"queries of shape {queries.shape} for an index of dimension {self.meta['dim']}")
-        return search(self.index, queries, k, batch_size=batch_size)
+        return search(self.index, queries, k, batch_size=batch_size, owner=self.owner)
 
 
 def search_to_run_file(

@@ -103,7 +103,11 @@ class Service:
             return Fusion(self.opts.fusion)
         from llara.calibration import choose_fusion, measure_on_weak_pairs
 
-        fusion = choose_fusion(measure_on_weak_pairs(docs, self.encoder, self.index.search, self.index.ids))
+        long_documents = self.index.meta.get("long_documents", "truncate")  # the rests read as the index's documents
+        runs = measure_on_weak_pairs(
+            docs, self.encoder, self.index.search, self.index.ids, long_documents=long_documents
+        )
+        fusion = choose_fusion(runs)
         log.info("hybrid search: %s", fusion.describe())
         return fusion
 
@@ -114,7 +118,9 @@ class Service:
         out = {"model": self.name, "dim": self.encoder.dim, **self.encoder.config()}
         out["precision"] = str(self.encoder.amp_dtype or "float32").removeprefix("torch.")
         if self.index is not None:
-            out["index"] = {k: self.index.meta[k] for k in ("index_type", "count", "dim")}
+            out["index"] = {
+                k: self.index.meta.get(k) for k in ("index_type", "count", "dim", "documents", "long_documents")
+            }
         if self.fusion is not None:
             out["fusion"] = self.fusion.to_dict()
         out["methods"] = [m for m in METHODS if self.can(m)]
