@@ -185,7 +185,10 @@ def evaluate_hybrid(
     result = _scored(run, data.qrels, timings | {"choose_fusion_s": choose_s, "fuse_s": time.perf_counter() - t0})
     # the components' own figures on the evaluated split, so one hybrid run shows all three
     components = {"bm25": score_run(sparse.run, data.qrels), "dense": score_run(dense_run, data.qrels)}
-    result.info = {"fusion": {**fusion.to_dict(), **info, "components": components}, "documents_read": encoded.documents}
+    result.info = {
+        "fusion": {**fusion.to_dict(), **info, "components": components},
+        "documents_read": encoded.documents,
+    }
     result.fusion = fusion
     return result
 
