@@ -265,6 +265,11 @@ def test_nan_embeddings_stop_before_the_index(tmp_path):
             out[1, 2] = np.nan
             return out
 
+        def encode_documents(self, docs, **kw):
+            from llara.modeling.prompts import Passages
+
+            return self.encode_corpus(docs), Passages(["x"] * len(docs), list(range(len(docs))), len(docs))
+
         def encode_queries(self, queries, **kw):
             return np.ones((len(queries), 4), dtype=np.float32)
 
