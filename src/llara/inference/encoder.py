@@ -242,8 +242,6 @@ class LlaraEncoder:
         one passage a document, its first tokens."""
         max_length = max_length or self.max_length["passage"]
         passages = self.passages(docs, long_documents, max_length)
-        if passages.long:
-            log.info("%s", passages.counts().summary(max_length))
         emb = self.encode(passages.texts, batch_size=batch_size, side="passage", max_length=max_length, **kwargs)
         return emb, passages
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from llara.data.io import check_finite
 from llara.retrieval.runs import Run
+
+log = logging.getLogger(__name__)
 
 
 def flat_index(embeddings: np.ndarray) -> faiss.Index:
@@ -99,6 +102,8 @@ def index_corpus(encoder, corpus: dict[str, dict[str, str]], long_documents: str
     """A BEIR corpus through the passage prompt into an exact index (`long_documents`: split or truncate)."""
     doc_ids = list(corpus)
     emb, passages = encoder.encode_documents([corpus[d] for d in doc_ids], long_documents=long_documents, **opts)
+    if passages.long:  # said by the one caller that reads a whole corpus, not per chunk or per weak-pair sample
+        log.info("%s", passages.counts().summary(encoder.max_length["passage"]))
     owner = np.asarray(passages.owner, dtype=np.int64)
     split = len(owner) > len(doc_ids)
     return EncodedCorpus(
