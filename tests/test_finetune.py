@@ -36,7 +36,7 @@ def test_bad_rows_name_file_and_line(tmp_path):
         read_train_file(wrong)
     # extra fields are ignored; Tevatron-style {"title", "text"} passages are accepted
     ok = write_rows(tmp_path / "ok.jsonl", [{"query": "q", "pos": [{"title": "T", "text": "x"}], "neg": [], "id": 7}])
-    assert read_train_file(ok)[0].pos == ["T x"]
+    assert read_train_file(ok)[0].pos == [{"title": "T", "text": "x"}]  # kept: split reading carries the title
 
 
 def test_group_sampling_is_deterministic_and_repeats_when_short(tmp_path):

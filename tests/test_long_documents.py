@@ -104,3 +104,34 @@ def test_encode_index_search_and_evaluate_agree_on_split_documents(tiny_model_di
     ok("evaluate", *model, "--data", arxiv_subset, "--output", tmp_path / "cut", "--long-documents", "truncate")
     cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())["info"]["documents_read"]
     assert cut["long_documents"] == "truncate" and cut["passages"] == n_docs and cut["documents_long"] == n_docs
+
+
+def test_fine_tuning_reads_a_long_passage_as_the_window_its_query_is_about(encoder, arxiv_tagged_dir):
+    """`llara finetune --long-documents split`: a positive or negative longer than the passage length is
+    trained on as one of the passages the index holds for it, the one sharing most words with the query;
+    `truncate` trains on its first tokens."""
+    from llara.training.finetune.data import ContrastiveCollator, best_window
+
+    body = next(iter(load_beir(arxiv_tagged_dir).corpus.values()))["text"]
+    windows = encoder.passages([body]).texts
+    assert len(windows) >= 3
+    last = windows[-1]
+    query = " ".join(last.split()[-12:])  # words from the end of the text, beyond the first window
+    assert best_window(query, windows) == last
+    assert best_window("qzx vvq jjw", windows) == windows[0]  # a tie: the first
+    short = "dense retrieval with a language model"
+    prompts = encoder.prompts
+    split = ContrastiveCollator(prompts, 32, LENGTH, split=True)
+    assert split.windows(query, [body, short]) == [last, short]
+    ids = split([(query, [body, short])])["passage"]["input_ids"]
+    cut = ContrastiveCollator(prompts, 32, LENGTH)([(query, [body, short])])["passage"]["input_ids"]
+    assert ids.shape == cut.shape and not (ids == cut).all()  # both fit the length; different text read
+    want = prompts.pad(prompts.build([last, short], "passage", LENGTH))["input_ids"]
+    assert (ids == want).all()
+    titled = {"title": "Retrieval", "text": body}  # a Tevatron-style row: its title carried into the window
+    assert split.windows(query, [titled]) == [f"Retrieval {best_window(query, windows_of(encoder, titled))}"]
+
+
+def windows_of(encoder, doc: dict) -> list[str]:
+    """The windows of a titled document's text, without the title `passages` puts in front of each."""
+    return [t.removeprefix(doc["title"] + " ") for t in encoder.passages([doc]).texts]

@@ -43,7 +43,8 @@ def test_layouts_written_by_earlier_versions_still_load(tmp_path):
 @pytest.mark.parametrize(
     "content, field",
     [('{"recipe": 3}', "recipe"), ('{"query_max_length": 0}', "query_max_length"),
-     ('{"passage_max_length": "long"}', "passage_max_length"), ('{"training": {"a": 1}}', "training")],
+     ('{"passage_max_length": "long"}', "passage_max_length"), ('{"training": {"a": 1}}', "training"),
+     ('{"fusion": [0.3]}', "fusion")],
 )  # fmt: skip
 def test_bad_config_names_file_and_field(tmp_path, content, field):
     with pytest.raises(LlaraError, match=rf"llara\.json.*{field}"):
@@ -53,3 +54,15 @@ def test_bad_config_names_file_and_field(tmp_path, content, field):
 def test_malformed_json_is_a_clear_error(tmp_path):
     with pytest.raises(LlaraError, match=r"llara\.json.*not valid JSON"):
         ModelConfig.load(write(tmp_path, "{recipe"))
+
+
+def test_a_recorded_fusion_round_trips_and_is_not_inherited_by_a_new_model(tmp_path):
+    from dataclasses import replace
+
+    record = {"corpus_sha256": "ab", "method": "auto", "weight": 0.3, "evidence": {"pairs": 5}}
+    config = replace(ModelConfig(), fusion=record)
+    config.save(tmp_path)
+    assert json.loads((tmp_path / "llara.json").read_text())["fusion"] == record
+    assert ModelConfig.load(tmp_path).fusion == record
+    assert config.trained({"stage": "finetune"}).fusion is None  # fine-tuned further: another model
+    assert "fusion" not in ModelConfig().to_dict()

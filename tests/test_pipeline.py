@@ -30,6 +30,10 @@ def test_pipeline_runs_every_stage_holds_its_check_out_of_training_and_resumes(t
     assert 0.0 <= weak["dense"] <= 1.0 and weak["bm25"] > 0.3  # BM25 finds a sentence's abstract well
     said = " ".join((res.stdout + res.stderr).split())  # rich wraps lines at the terminal's width
     assert "held-out weak pairs" in said and "llara search --model" in said
+    # the choice is recorded in the model's llara.json, with the corpus it was made on and its evidence
+    recorded = json.loads((out / "model" / "llara.json").read_text())["fusion"]
+    assert recorded["method"] == "auto" and recorded["weight"] == weak["weight"] and recorded["evidence"] == weak
+    assert recorded["documents"] == len(docs) and recorded["long_documents"] == "split"
 
     # rerun: every stage reused, nothing trained again
     mtime = (out / "model" / "llara.json").stat().st_mtime_ns
@@ -47,3 +51,17 @@ def test_pipeline_runs_every_stage_holds_its_check_out_of_training_and_resumes(t
     )  # fmt: skip
     assert found.returncode == 0, found.stderr[-3000:]
     assert "fusion: " in found.stdout + found.stderr and (tmp_path / "run.trec").read_text().startswith("q Q0 ")
+    # over the pipeline's corpus, search uses the recorded choice rather than measuring other pairs
+    said = " ".join((found.stdout + found.stderr).split())
+    assert "recorded in" in said and "llara.json" in said
+
+    # another corpus (one document changed): measured again, the record left as it was
+    other = tmp_path / "other.jsonl"
+    other.write_text(corpus.read_text().replace(rows[1]["text"], rows[1]["text"] + " Changed."))
+    again = run_cli(
+        "search", "--model", out / "model", "--index", out / "index", "--corpus", other,
+        "--queries", queries, "--output", tmp_path / "run2.trec", "--method", "hybrid",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = " ".join((again.stdout + again.stderr).split())
+    assert "fusion: " in said and "recorded in" not in said

@@ -18,6 +18,10 @@ against 1.03x BM25). It is not the best possible: weak pairs favour BM25 (a quer
 shares its words with the rest), so where the dense model is level with BM25 on real queries the weight
 chosen can be lower than the best one.
 
+`llara pipeline` records its choice in the fine-tuned model's llara.json (`record_fusion`), keyed by the
+corpus and how the index reads it; `llara search` and `llara serve` over that corpus then use it
+(`fusion_for_index`) instead of measuring again.
+
 The pairs are drawn with their own seed, so where a document has several sentences the query is
 usually not the one `llara pairs` trained on; a model fine-tuned on the same corpus has still seen
 these documents, which flatters the dense side (`llara pipeline` holds them out of training).
@@ -25,10 +29,13 @@ these documents, which flatters the dense side (`llara pipeline` holds them out 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -171,3 +178,61 @@ def weigh(runs: WeakPairRuns) -> WeakPairEvidence:
         weights={f"{w:g}": v for w, v in fused.items()},
         weight=best,
     )
+
+
+def corpus_fingerprint(corpus: dict[str, dict[str, str]]) -> str:
+    """A short hash of a corpus's ids, titles and texts in order: which corpus a recorded choice was made on."""
+    digest = hashlib.sha256()
+    for doc_id, doc in corpus.items():
+        digest.update(json.dumps([doc_id, doc.get("title") or "", doc.get("text") or ""]).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def record_fusion(model: str | Path, corpus: dict[str, dict[str, str]], fusion: Fusion, reading: dict) -> None:
+    """Save a `--fusion auto` choice in the model folder's llara.json (`fusion`), with the corpus it was made
+    on and how documents were read (`reading`: the index's long_documents and passage_max_length)."""
+    from llara.modeling.config import ModelConfig
+
+    config = ModelConfig.load(model)
+    if config is None:
+        raise ValueError(f"{model} has no llara.json to record the fusion in")
+    record = {"corpus_sha256": corpus_fingerprint(corpus), "documents": len(corpus), **reading, **fusion.to_dict()}
+    replace(config, fusion=record).save(model)
+
+
+def recorded_fusion(model: str | Path, corpus: dict[str, dict[str, str]], reading: dict) -> Fusion | None:
+    """The `--fusion auto` choice recorded in the model's llara.json for this corpus read this way, if any."""
+    from llara.modeling.config import ModelConfig
+
+    config = ModelConfig.load(model) if Path(str(model)).is_dir() else None
+    found = config.fusion if config else None
+    if not found or found.get("method") != "auto" or found.get("corpus_sha256") != corpus_fingerprint(corpus):
+        return None
+    if any(found.get(key) != value for key, value in reading.items()):
+        return None
+    if not isinstance(found.get("evidence"), dict) or not isinstance(found.get("weight"), int | float):
+        log.warning("%s/llara.json: its fusion record is incomplete; measuring again", model)
+        return None
+    evidence = {**found["evidence"], "recorded_in": str(Path(str(model)) / "llara.json")}
+    return Fusion("auto", found["weight"], weight_source="weak pairs", evidence=evidence)
+
+
+READING = ("long_documents", "passage_max_length")  # how an index read its documents: a recorded choice's key
+
+
+def index_reading(meta: dict) -> dict:
+    """How an index (its meta.json) read its documents, as `record_fusion` keys a choice by it."""
+    return {key: meta.get(key) for key in READING}
+
+
+def fusion_for_index(corpus: dict[str, dict[str, str]], encoder, index, model: str | Path, **batching) -> Fusion:
+    """`--fusion auto` for hybrid search over an index (`llara search`, `llara serve`): the choice the
+    model's llara.json records for this corpus read as the index reads it, else measured on weak pairs."""
+    reading = index_reading(index.meta)
+    found = recorded_fusion(model, corpus, reading)
+    if found is not None:
+        return found
+    runs = measure_on_weak_pairs(
+        corpus, encoder, index.search, index.ids, long_documents=reading["long_documents"] or "truncate", **batching
+    )
+    return choose_fusion(runs)

@@ -201,7 +201,8 @@ MEANINGS: dict[str, str] = {
     "--query-max-length": "query tokens, prompt included",
     "--passage-max-length": "passage tokens, prompt included",
     "--top-k": "documents retrieved per query",
-    "--long-documents": "a document longer than the passage length: split into passages (MaxP) or truncate",
+    "--long-documents": "a document longer than the passage length: split into passages (searched by its best "
+    "one; fine-tuned on the one its query is about) or truncate",
     "--method": "how documents are ranked: dense, bm25 (or hybrid: both fused)",
     "--fusion": "how a hybrid fuses BM25 and dense runs: auto | rrf | score",
     "--fusion-weight": "the dense run's weight in a fusion",

@@ -78,14 +78,10 @@ def _search(o: SearchOptions) -> None:
         )
         batching = {"batch_size": o.batch_size, "max_tokens_per_batch": o.max_tokens_per_batch}
         if fuse and fuse.method == "auto":
-            from llara.calibration import choose_fusion, measure_on_weak_pairs
+            from llara.calibration import fusion_for_index
 
             dense.check_encoder(encoder)
-            fuse = choose_fusion(
-                measure_on_weak_pairs(
-                    docs, encoder, dense.search, dense.ids, long_documents=dense.meta["long_documents"], **batching
-                )
-            )
+            fuse = fusion_for_index(docs, encoder, dense, o.model, **batching)
             console.print(f"fusion: {fuse.describe()}", soft_wrap=True)
         if fuse:
             run = hybrid_search(found, docs, dense, encoder, fuse, o.top_k, o.batch_size, o.max_tokens_per_batch)

@@ -49,7 +49,14 @@ class PipelineOptions:
 
 def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Console) -> dict:
     """Run (or resume) every stage; returns what OUTPUT/pipeline.json holds."""
-    from llara.calibration import WEAK_PAIRS, measure_on_weak_pairs, sample_weak_pairs, weigh
+    from llara.calibration import (
+        WEAK_PAIRS,
+        choose_fusion,
+        index_reading,
+        measure_on_weak_pairs,
+        record_fusion,
+        sample_weak_pairs,
+    )
     from llara.data.beir import read_corpus
 
     docs = read_corpus(corpus)  # every row validated before anything runs
@@ -116,8 +123,9 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
         )
         if runs is None:
             return {"weak_pairs": None}
-        evidence = weigh(runs)
-        return {"weak_pairs": evidence.to_dict(), "held_out_of_training": len(held_out)}
+        fusion = choose_fusion(runs)  # what `llara search`/`serve` --fusion auto use over this corpus
+        record_fusion(model, docs, fusion, index_reading(meta))
+        return {"weak_pairs": fusion.evidence, "fusion": fusion.describe(), "held_out_of_training": len(held_out)}
 
     done = {
         "adapt": stages.run("adapt", f"EBAE + EBAR adaptation of {opts.model} on the corpus", adapt),

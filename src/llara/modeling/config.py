@@ -7,7 +7,11 @@ unless a command-line flag says otherwise.
 
     {"recipe": "reference", "pooling": "last-8", "query_max_length": 64, "passage_max_length": 256,
      "recipe_spec": {"name": "reference", "passage": "...", "query": "...", ...},
-     "training": [{"stage": "pretrain", ...}, {"stage": "finetune", ...}], "llara_version": "0.1.0"}
+     "training": [{"stage": "pretrain", ...}, {"stage": "finetune", ...}], "llara_version": "0.1.0",
+     "fusion": {"corpus_sha256": "...", "method": "auto", "weight": 0.3, "evidence": {...}, ...}}
+
+"fusion", where present, is the hybrid `llara pipeline` chose for the model on its corpus without labels
+(llara.calibration.record_fusion); `llara search` and `llara serve` over the same corpus use it.
 
 "recipe_spec" is the whole recipe (llara.modeling.recipes' file format), so a model trained with a user's
 recipe file encodes the same way without that file. Folders written by earlier llara versions (no
@@ -41,6 +45,8 @@ class ModelConfig:
     training: tuple[dict, ...] = ()  # the training stages, oldest first: {"stage": "pretrain" | "finetune", ...}
     llara_version: str = field(default=__version__)
     recipe_spec: Recipe | None = None  # filled in from `recipe` unless it already is the recipe of that name
+    # `--fusion auto`'s choice for this model on a corpus, with its evidence (llara.calibration.record_fusion)
+    fusion: dict | None = None
 
     def __post_init__(self) -> None:
         spec = self.recipe_spec
@@ -64,11 +70,12 @@ class ModelConfig:
             "passage_max_length": self.passage_max_length,
             "training": list(self.training),
             "llara_version": self.llara_version,
-        }
+        } | ({"fusion": self.fusion} if self.fusion else {})
 
     def trained(self, stage: dict, **changes) -> ModelConfig:
         """This config after one more training stage (and any changed settings), by this llara."""
-        return replace(self, training=(*self.training, stage), llara_version=__version__, **changes)
+        # a new model: the old one's fusion choice is not its
+        return replace(self, training=(*self.training, stage), llara_version=__version__, fusion=None, **changes)
 
     def override(self, recipe: str | Recipe | None = None, query_max_length: int | None = None,
                  passage_max_length: int | None = None) -> ModelConfig:  # fmt: skip
@@ -117,7 +124,17 @@ class ModelConfig:
                 "recipe",
             )
         version = data.get("llara_version", "")
-        return cls(recipe=recipe, training=tuple(training), llara_version=str(version), recipe_spec=spec, **values)
+        fusion = data.get("fusion")
+        if fusion is not None and not isinstance(fusion, dict):
+            raise LlaraError(f"expected an object, got {fusion!r}", path, None, "fusion")
+        return cls(
+            recipe=recipe,
+            training=tuple(training),
+            llara_version=str(version),
+            recipe_spec=spec,
+            fusion=fusion,
+            **values,
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> ModelConfig | None:

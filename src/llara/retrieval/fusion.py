@@ -125,9 +125,10 @@ class Fusion:
         if self.method == "auto" and self.evidence:
             e = self.evidence
             chosen = f"score fusion, dense weight {self.weight:g}" if self.weight else "BM25 alone"
+            where = f" (recorded in {e['recorded_in']})" if e.get("recorded_in") else ""
             return (
                 f"{chosen}: on {e['pairs']} held-out weak pairs of the corpus {e['metric']} was BM25 {e['bm25']:.3f}, "
-                f"dense {e['dense']:.3f}, fused {e['weights'][f'{self.weight:g}']:.3f}"
+                f"dense {e['dense']:.3f}, fused {e['weights'][f'{self.weight:g}']:.3f}{where}"
             )
         return f"weighted RRF (k={self.rrf_k}), dense weight {self.weight:g} ({self.weight_source})"
 

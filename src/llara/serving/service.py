@@ -96,18 +96,15 @@ class Service:
             self.fusion = self._choose_fusion(docs)
 
     def _choose_fusion(self, docs: dict[str, dict[str, str]]) -> Fusion:
-        """Hybrid search's fusion, decided once at start: `--fusion auto` measures on held-out weak pairs."""
+        """Hybrid search's fusion, decided once at start: `--fusion auto` takes the choice the model's llara.json
+        records for this corpus, else measures on held-out weak pairs."""
         from llara.retrieval.fusion import Fusion
 
         if self.opts.fusion != "auto":
             return Fusion(self.opts.fusion)
-        from llara.calibration import choose_fusion, measure_on_weak_pairs
+        from llara.calibration import fusion_for_index
 
-        long_documents = self.index.meta.get("long_documents", "truncate")  # the rests read as the index's documents
-        runs = measure_on_weak_pairs(
-            docs, self.encoder, self.index.search, self.index.ids, long_documents=long_documents
-        )
-        fusion = choose_fusion(runs)
+        fusion = fusion_for_index(docs, self.encoder, self.index, self.opts.model)
         log.info("hybrid search: %s", fusion.describe())
         return fusion
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
+import re
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,25 +26,28 @@ log = logging.getLogger(__name__)
 EMPTY_PASSAGES: Odd = ("row with empty passages (left out of it)", "rows with empty passages (left out of them)")
 
 
+Passage = str | dict[str, str]  # a text, or a Tevatron-style {"title", "text"} (its title carried into each window)
+
+
 @dataclass
 class TrainExample:
     query: str
-    pos: list[str]
-    neg: list[str]
+    pos: list[Passage]
+    neg: list[Passage]
 
 
-def _passages(row: dict, field: str, path: Path, line: int) -> list[str]:
-    """A list of passages: strings, or Tevatron-style {"title", "text"} objects."""
+def _passages(row: dict, field: str, path: Path, line: int) -> list[Passage]:
+    """A list of passages: strings, or Tevatron-style {"title", "text"} objects (kept as such)."""
     value = row.get(field, [])
     if isinstance(value, str | dict):
         value = [value]
     if not isinstance(value, list):
         raise LlaraError(f"expected a list of passages, got {type(value).__name__}", path, line, field)
-    out = []
+    out: list[Passage] = []
     for item in value:
         if isinstance(item, dict) and isinstance(item.get("text", ""), str) and isinstance(item.get("title", ""), str):
-            item = format_document(item)
-        if not isinstance(item, str):
+            item = {"title": item.get("title") or "", "text": item.get("text") or ""}
+        elif not isinstance(item, str):
             raise LlaraError(f"expected a string passage, got {type(item).__name__}", path, line, field)
         out.append(item)
     return out
@@ -51,7 +56,7 @@ def _passages(row: dict, field: str, path: Path, line: int) -> list[str]:
 def parse_row(row: dict, path: Path, line: int) -> TrainExample:
     query = get_str(row, "query", path, line)
     given = _passages(row, "pos", path, line), _passages(row, "neg", path, line)
-    pos, neg = ([p for p in passages if p.strip()] for passages in given)
+    pos, neg = ([p for p in passages if format_document(p).strip()] for passages in given)
     if not pos:
         raise LlaraError("no positive passage", path, line, "pos")
     if len(pos) + len(neg) < sum(map(len, given)):  # nothing to encode; the rest of the row still trains
@@ -95,7 +100,7 @@ class TrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> tuple[str, list[str]]:
+    def __getitem__(self, i: int) -> tuple[str, list[Passage]]:
         ex = self.examples[i]
         rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
         pos = ex.pos[rng.randrange(len(ex.pos))]
@@ -113,14 +118,50 @@ class TrainDataset(Dataset):
         return ex.query, [pos, *negs]
 
 
-class ContrastiveCollator:
-    """Tokenises a batch with the recipe's prompts: queries the EBAR side, passages the EBAE side."""
+WORD = re.compile(r"\w{3,}")
 
-    def __init__(self, prompts: PromptBuilder, query_max_length: int = 64, passage_max_length: int = 160) -> None:
-        self.prompts = prompts
+
+def best_window(query: str, windows: list[str]) -> str:
+    """The window of a long passage that a query is about: the one sharing the most distinct words (of 3+
+    characters, any case) with it, the first on a tie. No model and no labels: the positive of a weak pair
+    (a sentence cut from its document, or a title) lands on the neighbourhood it came from, and a hard
+    negative on its part closest to the query, as MaxP search would score it."""
+    words = set(WORD.findall(query.lower()))
+    return max(windows, key=lambda w: len(words.intersection(WORD.findall(w.lower()))))
+
+
+class ContrastiveCollator:
+    """Tokenises a batch with the recipe's prompts: queries the EBAR side, passages the EBAE side.
+
+    With `split`, a passage longer than `passage_max_length` is cut into the windows the index would hold
+    for it (PromptBuilder.passages, as `--long-documents split` encodes a document) and the one the query is
+    about (`best_window`) is trained on, instead of the passage's first tokens."""
+
+    def __init__(
+        self,
+        prompts: PromptBuilder,
+        query_max_length: int = 64,
+        passage_max_length: int = 160,
+        split: bool = False,
+    ) -> None:
+        self.prompts, self.split = prompts, split
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
 
-    def __call__(self, batch: list[tuple[str, list[str]]]) -> dict[str, dict[str, torch.Tensor]]:
+    def windows(self, query: str, group: list[Passage]) -> list[str]:
+        """`group` with every passage longer than the passage length replaced by its window `query` is about."""
+        found = self.prompts.passages(group, self.passage_max_length)
+        if not found.long:
+            return found.texts
+        pieces = defaultdict(list)
+        for text, owner in zip(found.texts, found.owner, strict=True):
+            pieces[owner].append(text)
+        return [best_window(query, pieces[i]) for i in range(len(group))]
+
+    def __call__(self, batch: list[tuple[str, list[Passage]]]) -> dict[str, dict[str, torch.Tensor]]:
+        if self.split:
+            batch = [(q, self.windows(q, group)) for q, group in batch]
+        else:
+            batch = [(q, [format_document(p) for p in group]) for q, group in batch]
         queries = [q for q, _ in batch]
         passages = [p for _, group in batch for p in group]  # query i's positive sits at i * group_size
         return {

@@ -15,6 +15,7 @@ CONTRASTIVE = (  # what is specific to fine-tuning, recorded in the model's llar
     "temperature",
     "query_max_length",
     "passage_max_length",
+    "long_documents",
     "negatives_cross_device",
     "grad_cache",
     "grad_cache_chunk",
@@ -32,6 +33,9 @@ PROFILES: dict[str, dict] = {
     "cpu": {"group_size": 2, "query_max_length": 32, "passage_max_length": 128, "lr": 1e-3},
 }
 FULL_LR = 1e-5  # full fine-tuning (every weight) wants a far lower rate than LoRA, on either profile
+# How fine-tuning reads a passage longer than its length (benchmarks/RESULTS.md, "Fine-tuning on the
+# passages the index holds").
+LONG_DOCUMENTS = settings.LongDocuments.truncate
 
 
 def profile_for(device: str) -> str:
@@ -72,6 +76,12 @@ class FinetuneOptions(TrainOptions):
     passage_max_length: int | None = option(
         None,
         f"passage tokens, prompt included (saved: the model encodes with it) {_by_device('passage_max_length')}",
+    )
+    long_documents: settings.LongDocuments = option(
+        LONG_DOCUMENTS,
+        "a training passage longer than --passage-max-length: split (cut as the index cuts a long document, "
+        "into overlapping passages of that length; the one sharing most words with the query is trained on) or "
+        "truncate (its first tokens)",
     )
     negatives_cross_device: bool = option(False, "with torchrun: every query also sees the other ranks' passages")
     grad_cache: bool = option(False, "GradCache: big batches, one chunk's activations at a time")

@@ -20,6 +20,7 @@ from llara.modeling.config import ModelConfig
 from llara.modeling.embedder import embed
 from llara.modeling.loading import device_of_rank, load_model
 from llara.modeling.prompts import PromptBuilder
+from llara.settings import LongDocuments
 from llara.training.common import (
     LlaraTrainer,
     checkpoint_step,
@@ -128,6 +129,20 @@ def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_re
     }
 
 
+PLAN_SAMPLE = 1000  # positives measured for the plan's line on long passages
+
+
+def long_passages(prompts: PromptBuilder, examples: list, opts: FinetuneOptions) -> str:
+    """The plan's line on positives longer than the passage length (measured on a seeded sample)."""
+    import random
+
+    sample = random.Random(opts.seed).sample(examples, min(PLAN_SAMPLE, len(examples)))
+    counts = prompts.passages([e.pos[0] for e in sample], opts.passage_max_length).counts()
+    share = f"{counts.long} of {counts.documents}" + (" sampled" if len(sample) < len(examples) else "")
+    how = "each read as its window the query is about" if opts.long_documents == LongDocuments.split else "truncated"
+    return f"{share} positives longer than {opts.passage_max_length} tokens" + (f": {how}" if counts.long else "")
+
+
 def finetune_trainer(
     model: str,
     examples: list,
@@ -160,6 +175,8 @@ def finetune_trainer(
         grad_cache_refused=GRAD_CACHE_DEEPSPEED if opts.deepspeed else None,
     )
     opts = replace(opts, grad_cache=grad_cache, grad_cache_chunk=chunk)
+    wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)  # the recipe's special tokens: prompts count them
+    prompts = PromptBuilder(tokenizer, recipe_)
     plan = training_plan(
         opts,
         hf_model.config,
@@ -168,11 +185,12 @@ def finetune_trainer(
         lengths=f"{opts.query_max_length}/{opts.passage_max_length}",
         lr=opts.lr,
         grad_cache=f"chunks of {chunk} texts" if grad_cache else None,
+        long_passages=long_passages(prompts, examples, opts),
     )
     say_plan("fine-tuning", plan)
     stage.update(grad_cache=grad_cache, grad_cache_chunk=chunk, plan=plan)  # what actually runs, into llara.json
-    wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)
-    collator = ContrastiveCollator(PromptBuilder(tokenizer, recipe_), opts.query_max_length, opts.passage_max_length)
+    split = opts.long_documents == LongDocuments.split
+    collator = ContrastiveCollator(prompts, opts.query_max_length, opts.passage_max_length, split=split)
     # Gathered negatives need the same batch size on every rank.
     args = training_arguments(opts, dataloader_drop_last=opts.negatives_cross_device)
     return ContrastiveTrainer(
