@@ -21,6 +21,7 @@ weak-pair signal (dense vs BM25 on the weak pairs) beside the real one, to see h
     python benchmarks/bench_fusion_suite.py --out OUT/fusion-3x3 --pretrain-minutes 3 --finetune-minutes 3
     python benchmarks/bench_fusion_suite.py --out OUT/again --models OUT/fusion-3x3   # the same models again
 
+`--data DIR` reads the collections from DIR instead of ../shared/data (e.g. a transformed copy).
 `--long-documents split` (the default, as llara's) or `truncate` says how documents longer than the
 passage length are read, for the judged queries and the weak pairs alike.
 
@@ -221,6 +222,7 @@ def markdown(results: list[dict], title: str) -> str:
 
 
 def main() -> None:
+    global DATA  # --data: every function reads the collections from there
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", default="smollm2", help="the model to evaluate when not training")
@@ -231,7 +233,9 @@ def main() -> None:
     ap.add_argument("--collections", default=",".join(SUITE))
     ap.add_argument("--models", type=Path, default=None, help="reuse MODELS/<name>/finetuned (an earlier --out)")
     ap.add_argument("--long-documents", choices=("split", "truncate"), default="split")
+    ap.add_argument("--data", type=Path, default=DATA, help="the folder holding the collections (BEIR layout)")
     args = ap.parse_args()
+    DATA = args.data
     results = []
     for name in args.collections.split(","):
         folder = args.out / name

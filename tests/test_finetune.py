@@ -175,3 +175,19 @@ def test_cli_records_the_profile_it_trained_with(tiny_model_dir, tmp_path):
     assert (stage["query_max_length"], stage["passage_max_length"]) == (query, 48)
     # the encoding lengths never shrink to the training ones (the base model encodes at 64/256)
     assert (config["query_max_length"], config["passage_max_length"]) == (max(64, query), 256)
+
+
+def test_epochs_stop_a_timed_run(tiny_model_dir, tmp_path):
+    """--epochs ends a --max-time run after that many passes over the rows; --max-steps, when fewer, wins."""
+    train = write_rows(tmp_path / "t.jsonl", ROWS)
+    common = ["--train", train, "--train-batch-size", "2", "--precision", "fp32", "--model", tiny_model_dir]
+    result = run_cli("finetune", *common, "--output", tmp_path / "a", "--max-time", "10", "--epochs", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fine-tuned 3 steps on 6 rows" in result.stderr.replace("\n", " ")  # 6 rows, 2 a step
+    stage = json.loads((tmp_path / "a" / "llara.json").read_text())["training"][-1]
+    assert stage["epochs"] == 1 and stage["plan"]["epochs"] == "1 (3 steps at most)"
+    fewer = run_cli("finetune", *common, "--output", tmp_path / "b", "--max-steps", "2", "--epochs", "2")
+    assert fewer.returncode == 0, fewer.stderr[-2000:]
+    assert "fine-tuned 2 steps on 6 rows" in fewer.stderr.replace("\n", " ")
+    bad = run_cli("finetune", *common, "--output", tmp_path / "c", "--max-time", "1", "--epochs", "0")
+    assert bad.returncode == 2 and "--epochs must be positive" in bad.stderr

@@ -16,6 +16,7 @@ CONTRASTIVE = (  # what is specific to fine-tuning, recorded in the model's llar
     "query_max_length",
     "passage_max_length",
     "long_documents",
+    "epochs",
     "negatives_cross_device",
     "grad_cache",
     "grad_cache_chunk",
@@ -36,6 +37,8 @@ FULL_LR = 1e-5  # full fine-tuning (every weight) wants a far lower rate than Lo
 # How fine-tuning reads a passage longer than its length (benchmarks/RESULTS.md, "Fine-tuning on the
 # passages the index holds").
 LONG_DOCUMENTS = settings.LongDocuments.truncate
+# Passes over the training rows before a run stops, whatever time is left (None: time and steps alone).
+EPOCHS: float | None = None
 
 
 def profile_for(device: str) -> str:
@@ -83,6 +86,11 @@ class FinetuneOptions(TrainOptions):
         "into overlapping passages of that length; the one sharing most words with the query is trained on) or "
         "truncate (its first tokens)",
     )
+    epochs: float | None = option(
+        EPOCHS,
+        "stop after this many passes over the training rows, even with --max-time left (a small corpus is "
+        "otherwise seen again and again)",
+    )
     negatives_cross_device: bool = option(False, "with torchrun: every query also sees the other ranks' passages")
     grad_cache: bool = option(False, "GradCache: big batches, one chunk's activations at a time")
     grad_cache_chunk: int = option(8, "texts per GradCache chunk", deprecated=("--chunk-size",))
@@ -111,6 +119,8 @@ class FinetuneOptions(TrainOptions):
             raise LlaraError(f"--group-size must be at least 1, got {self.group_size}")
         if self.temperature <= 0:
             raise LlaraError(f"--temperature must be positive, got {self.temperature}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise LlaraError(f"--epochs must be positive, got {self.epochs:g}")
         if self.grad_cache_chunk < 1:
             raise LlaraError(f"--grad-cache-chunk must be at least 1, got {self.grad_cache_chunk}")
         if self.grad_cache and self.deepspeed:

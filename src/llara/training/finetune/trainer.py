@@ -9,6 +9,8 @@ llara.training.
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,6 +131,24 @@ def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_re
     }
 
 
+def epoch_steps(rows: int, opts: FinetuneOptions) -> int | None:
+    """Optimizer steps in `opts.epochs` passes over `rows` training rows, across every rank (None: no cap)."""
+    if opts.epochs is None:
+        return None
+    rows_per_step = opts.train_batch_size * opts.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+    return max(1, math.ceil(opts.epochs * rows / rows_per_step))
+
+
+def stop_arguments(cap: int | None, opts: FinetuneOptions) -> dict:
+    """TrainingArguments overrides for a run that --epochs ends before --max-steps: a stop only, the
+    learning-rate schedule stays the one --max-time/--max-steps give."""
+    if cap is None or (opts.max_steps is not None and opts.max_steps <= cap):
+        return {}
+    if opts.max_steps is None:  # a constant rate after warm-up: 10 steps, or less for a very short run
+        return {"max_steps": cap, "warmup_steps": min(10, max(1, cap // 5))}
+    return {"max_steps": cap}
+
+
 PLAN_SAMPLE = 1000  # positives measured for the plan's line on long passages
 
 
@@ -177,6 +197,7 @@ def finetune_trainer(
     opts = replace(opts, grad_cache=grad_cache, grad_cache_chunk=chunk)
     wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)  # the recipe's special tokens: prompts count them
     prompts = PromptBuilder(tokenizer, recipe_)
+    cap = epoch_steps(len(dataset), opts)
     plan = training_plan(
         opts,
         hf_model.config,
@@ -186,13 +207,14 @@ def finetune_trainer(
         lr=opts.lr,
         grad_cache=f"chunks of {chunk} texts" if grad_cache else None,
         long_passages=long_passages(prompts, examples, opts),
+        epochs=None if cap is None else f"{opts.epochs:g} ({cap} steps at most)",
     )
     say_plan("fine-tuning", plan)
     stage.update(grad_cache=grad_cache, grad_cache_chunk=chunk, plan=plan)  # what actually runs, into llara.json
     split = opts.long_documents == LongDocuments.split
     collator = ContrastiveCollator(prompts, opts.query_max_length, opts.passage_max_length, split=split)
     # Gathered negatives need the same batch size on every rank.
-    args = training_arguments(opts, dataloader_drop_last=opts.negatives_cross_device)
+    args = training_arguments(opts, dataloader_drop_last=opts.negatives_cross_device, **stop_arguments(cap, opts))
     return ContrastiveTrainer(
         model=wrapped,
         args=args,
