@@ -180,6 +180,14 @@ def weigh(runs: WeakPairRuns) -> WeakPairEvidence:
     )
 
 
+READING = ("long_documents", "passage_max_length")  # how an index read its documents: a recorded choice's key
+
+
+def index_reading(meta: dict) -> dict:
+    """How an index (its meta.json) read its documents, as `record_fusion` keys a choice by it."""
+    return {key: meta.get(key) for key in READING}
+
+
 def corpus_fingerprint(corpus: dict[str, dict[str, str]]) -> str:
     """A short hash of a corpus's ids, titles and texts in order: which corpus a recorded choice was made on."""
     digest = hashlib.sha256()
@@ -204,7 +212,7 @@ def recorded_fusion(model: str | Path, corpus: dict[str, dict[str, str]], readin
     """The `--fusion auto` choice recorded in the model's llara.json for this corpus read this way, if any."""
     from llara.modeling.config import ModelConfig
 
-    config = ModelConfig.load(model) if Path(str(model)).is_dir() else None
+    config = ModelConfig.load(model)  # None for a model without llara.json (a built-in, a GGUF file)
     found = config.fusion if config else None
     if not found or found.get("method") != "auto" or found.get("corpus_sha256") != corpus_fingerprint(corpus):
         return None
@@ -215,14 +223,6 @@ def recorded_fusion(model: str | Path, corpus: dict[str, dict[str, str]], readin
         return None
     evidence = {**found["evidence"], "recorded_in": str(Path(str(model)) / "llara.json")}
     return Fusion("auto", found["weight"], weight_source="weak pairs", evidence=evidence)
-
-
-READING = ("long_documents", "passage_max_length")  # how an index read its documents: a recorded choice's key
-
-
-def index_reading(meta: dict) -> dict:
-    """How an index (its meta.json) read its documents, as `record_fusion` keys a choice by it."""
-    return {key: meta.get(key) for key in READING}
 
 
 def fusion_for_index(corpus: dict[str, dict[str, str]], encoder, index, model: str | Path, **batching) -> Fusion:
