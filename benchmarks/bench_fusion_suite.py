@@ -20,6 +20,10 @@ weak-pair signal (dense vs BM25 on the weak pairs) beside the real one, to see h
     python benchmarks/bench_fusion_suite.py --out OUT/fusion-raw                      # the raw model
     python benchmarks/bench_fusion_suite.py --out OUT/fusion-3x3 --pretrain-minutes 3 --finetune-minutes 3
     python benchmarks/bench_fusion_suite.py --out OUT/again --models OUT/fusion-3x3   # the same models again
+    python benchmarks/bench_fusion_suite.py --out OUT/adapted --models OUT/fusion-3x3 --stage pretrained
+    # fine-tuned from the raw model on the same pairs (no adaptation):
+    python benchmarks/bench_fusion_suite.py --out OUT/from-raw --models OUT/fusion-3x3 \
+        --pretrain-minutes 0 --finetune-minutes 3
 
 `--data DIR` reads the collections from DIR instead of ../shared/data (e.g. a transformed copy).
 `--long-documents split` (the default, as llara's) or `truncate` says how documents longer than the
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -64,20 +69,36 @@ def llara(*args: str) -> float:
     return (time.perf_counter() - t) / 60
 
 
-def train(name: str, folder: Path, pretrain_minutes: float, finetune_minutes: float) -> tuple[str, dict]:
-    """The no-label pipeline at the CLI defaults; the fine-tuned model's folder and each command's minutes."""
+def train(
+    name: str, folder: Path, pretrain_minutes: float, finetune_minutes: float, base: str = "smollm2"
+) -> tuple[str, dict]:
+    """The no-label pipeline at the CLI defaults; the fine-tuned model's folder and each command's minutes.
+    With `pretrain_minutes` 0 the model is fine-tuned from `base` itself (the paper's "fine-tuned from the
+    raw model" row), on the same pairs."""
     corpus = str(DATA / name / "corpus.jsonl")
     pairs, pt, ft = folder / "pairs.jsonl", folder / "pretrained", folder / "finetuned"
     minutes = {}
     if not (ft / "llara.json").is_file():
-        minutes["pairs"] = llara("pairs", "--corpus", corpus, "--output", str(pairs))
-        minutes["pretrain"] = llara(
-            "pretrain", "--corpus", corpus, "--output", str(pt), "--max-time", f"{pretrain_minutes}"
-        )
+        if not pairs.is_file():
+            minutes["pairs"] = llara("pairs", "--corpus", corpus, "--output", str(pairs))
+        start = base
+        if pretrain_minutes:
+            minutes["pretrain"] = llara(
+                "pretrain",
+                "--model",
+                base,
+                "--corpus",
+                corpus,
+                "--output",
+                str(pt),
+                "--max-time",
+                f"{pretrain_minutes}",
+            )
+            start = str(pt)
         minutes["finetune"] = llara(
             "finetune",
             "--model",
-            str(pt),
+            start,
             "--train",
             str(pairs),
             "--output",
@@ -225,13 +246,19 @@ def main() -> None:
     global DATA  # --data: every function reads the collections from there
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--model", default="smollm2", help="the model to evaluate when not training")
+    ap.add_argument("--model", default="smollm2", help="the model to evaluate, or the base model to train")
     ap.add_argument(
         "--pretrain-minutes", type=float, default=None, help="train per collection (with --finetune-minutes)"
     )
     ap.add_argument("--finetune-minutes", type=float, default=None)
     ap.add_argument("--collections", default=",".join(SUITE))
     ap.add_argument("--models", type=Path, default=None, help="reuse MODELS/<name>/finetuned (an earlier --out)")
+    ap.add_argument(
+        "--stage",
+        choices=("finetuned", "pretrained"),
+        default="finetuned",
+        help="with --models: evaluate MODELS/<name>/<stage> (pretrained: the adapted model, zero-shot)",
+    )
     ap.add_argument("--long-documents", choices=("split", "truncate"), default="split")
     ap.add_argument("--data", type=Path, default=DATA, help="the folder holding the collections (BEIR layout)")
     args = ap.parse_args()
@@ -243,10 +270,12 @@ def main() -> None:
         if not done.is_file():
             folder.mkdir(parents=True, exist_ok=True)
             model, minutes = args.model, {}
-            if args.models is not None:
-                model = str(args.models / name / "finetuned")
+            if args.models is not None and args.pretrain_minutes is None:
+                model = str(args.models / name / args.stage)
             elif args.pretrain_minutes is not None:
-                model, minutes = train(name, folder, args.pretrain_minutes, args.finetune_minutes)
+                if args.models is not None and (args.models / name / "pairs.jsonl").is_file():
+                    shutil.copy(args.models / name / "pairs.jsonl", folder / "pairs.jsonl")  # the same pairs
+                model, minutes = train(name, folder, args.pretrain_minutes, args.finetune_minutes, args.model)
             timing = encode_runs(name, model, folder, args.long_documents)
             done.write_text(json.dumps({"model": model, "training_minutes": minutes, **timing}))
         result = collection(name, folder) | json.loads(done.read_text())
@@ -256,7 +285,9 @@ def main() -> None:
         print(name, {c: round(v["mean"], 3) for c, v in r["rows"].items()}, "weights", r["weights"], flush=True)
     trained = (
         f"pretrain {args.pretrain_minutes} + finetune {args.finetune_minutes} min"
-        if args.pretrain_minutes
+        if args.pretrain_minutes is not None
+        else f"{args.models} ({args.stage})"
+        if args.models is not None
         else args.model
     )
     md = markdown(results, f"nDCG@10, {trained}; * p < 0.05 vs BM25 (paired randomization, 10,000 resamples)")

@@ -58,7 +58,7 @@ def test_truncation_keeps_one_row_a_document_and_the_manifest_counts_both(encode
     assert emb.ids() == [json.loads(line)["_id"] for line in corpus_file.read_text().splitlines()]
     assert cut["documents_read"] == {
         "long_documents": "truncate", "documents": N_DOCS, "documents_long": N_DOCS,
-        "documents_long_share": 1.0, "passages": N_DOCS,
+        "documents_long_share": 1.0, "passages": N_DOCS, "documents_folded": 0,
     }  # fmt: skip
     split = encode_corpus_file(encoder, corpus_file, tmp_path / "split", chunk_size=CHUNK, show_progress_bar=False)
     assert split["documents_read"]["passages"] == open_embeddings(tmp_path / "split").count > N_DOCS

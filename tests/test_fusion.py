@@ -168,7 +168,8 @@ def test_evaluate_hybrid_cli_writes_fusion_info_and_per_query_scores(tiny_model_
     assert set(fusion["components"]) == {"bm25", "dense"}
     info = metrics["info"]  # 40 documents, none longer than the default length; queries counted apart
     assert info["documents_read"] == {
-        "long_documents": "split", "documents": 40, "documents_long": 0, "documents_long_share": 0.0, "passages": 40
+        "long_documents": "split", "documents": 40, "documents_long": 0, "documents_long_share": 0.0, "passages": 40,
+        "documents_folded": 0,
     }  # fmt: skip
     assert info["truncated_queries"] == 0 and info["queries_encoded"] > 0
     per_query = json.loads((out / "per_query.json").read_text())

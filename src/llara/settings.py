@@ -42,6 +42,11 @@ class LongDocuments(StrEnum):
     truncate = "truncate"  # the first passage-length tokens only
 
 
+class TextCase(StrEnum):
+    fold_capitals = "fold-capitals"  # a long text with no lower-case letter is read in lower case
+    as_given = "as-given"  # every text as written (the reference code's reading)
+
+
 class FusionMethod(StrEnum):
     auto = "auto"
     rrf = "rrf"
@@ -113,6 +118,14 @@ def recipe(default: str | None = None):
         default,
         "a built-in recipe name (reference | paper | repllama | mean) or a recipe file (TOML/JSON); "
         "default: the model's own, else reference",
+    )
+
+
+def text_case():
+    return option(
+        None,
+        "how a text in capitals only (no lower-case letter, 20+ letters) is read: fold-capitals (in lower case) | "
+        "as-given (as written, like the reference code); default: the model's own, else fold-capitals",
     )
 
 
@@ -195,6 +208,7 @@ MEANINGS: dict[str, str] = {
     "--model": "the model: a built-in name (smollm2), a .gguf file or a HF folder",
     "--recipe": "the prompts, special tokens and pooling: a built-in name or a recipe file",
     "--precision": "compute precision: auto | fp32 | bf16 | fp16",
+    "--text-case": "how a text in capitals only is read: fold-capitals | as-given",
     "--trust-remote-code": "run Python code shipped with the model",
     "--batch-size": "texts per forward pass when encoding",
     "--max-tokens-per-batch": "token budget per encoding batch, instead of --batch-size",

@@ -18,6 +18,7 @@ from llara.modeling.config import (
     DEFAULT_PASSAGE_MAX_LENGTH,
     DEFAULT_QUERY_MAX_LENGTH,
     DEFAULT_RECIPE,
+    DEFAULT_TEXT_CASE,
     ModelConfig,
 )
 from llara.modeling.embedder import embed
@@ -78,6 +79,7 @@ class LlaraEncoder:
         precision: str = "auto",
         device: str | torch.device | None = None,
         training: tuple[dict, ...] = (),
+        text_case: str = DEFAULT_TEXT_CASE,
     ) -> None:
         self.recipe = load_recipe(recipe)  # a built-in name, a recipe file, recipe data or a Recipe
         self.training = tuple(training)  # the model's training stages, kept when it is saved again
@@ -93,7 +95,7 @@ class LlaraEncoder:
         self.device = torch.device(device or device_of_rank())  # the one place that decides the device
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
-        self.prompts = PromptBuilder(tokenizer, self.recipe)
+        self.prompts = PromptBuilder(tokenizer, self.recipe, text_case)
         self.max_length = {"query": query_max_length, "passage": passage_max_length}
         self.precision = precision
         self.amp_dtype = autocast_dtype(precision, self.device)
@@ -107,13 +109,15 @@ class LlaraEncoder:
         trust_remote_code: bool = False,
         query_max_length: int | None = None,
         passage_max_length: int | None = None,
+        text_case: str | None = None,
         **kwargs,
     ) -> LlaraEncoder:
         """`model`: a built-in name (``smollm2``), a GGUF file or a HF folder (llara's own included).
 
-        The recipe and max lengths come from the model's llara.json (what it was trained with);
+        The recipe, max lengths and text case (how a text in capitals only is read: "fold-capitals" or
+        "as-given") come from the model's llara.json (what it was trained with);
         arguments that are not None override them. `recipe`: a built-in name or a .toml/.json recipe file."""
-        config = ModelConfig.of(model).override(recipe, query_max_length, passage_max_length)
+        config = ModelConfig.of(model).override(recipe, query_max_length, passage_max_length, text_case)
         hf_model, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
         return cls(
             hf_model,
@@ -122,6 +126,7 @@ class LlaraEncoder:
             query_max_length=config.query_max_length,
             passage_max_length=config.passage_max_length,
             training=config.training,
+            text_case=config.text_case,
             **kwargs,
         )
 
@@ -132,14 +137,21 @@ class LlaraEncoder:
         self.model_config().save(path)
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(self.recipe, self.max_length["query"], self.max_length["passage"], self.training)
+        return ModelConfig(
+            self.recipe,
+            self.max_length["query"],
+            self.max_length["passage"],
+            self.training,
+            text_case=self.prompts.text_case,
+        )
 
     def config(self) -> dict:
-        """Recipe and lengths, as recorded in metrics and index metadata (a user recipe in full)."""
+        """Recipe, lengths and text case, as recorded in metrics and index metadata (a user recipe in full)."""
         return {
             "recipe": self.recipe.record(),
             "query_max_length": self.max_length["query"],
             "passage_max_length": self.max_length["passage"],
+            "text_case": self.prompts.text_case,
         }
 
     @property

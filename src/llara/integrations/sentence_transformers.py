@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from sentence_transformers.base.modules import InputModule
 
-from llara.modeling.config import CONFIG_NAME, ModelConfig
+from llara.modeling.config import CONFIG_NAME, DEFAULT_TEXT_CASE, ModelConfig
 from llara.modeling.embedder import last_hidden_state, pool
 from llara.modeling.prompts import PromptBuilder
 from llara.modeling.recipes import Recipe, load_recipe
@@ -35,7 +35,7 @@ class LlaraModule(InputModule):
     """HF causal LM + LLaRA recipe; outputs ``sentence_embedding`` (unnormalised; a Normalize module follows)."""
 
     config_file_name = CONFIG_NAME  # not config.json: that name belongs to the HF model in the same folder
-    config_keys = ["recipe", "query_max_length", "passage_max_length"]
+    config_keys = ["recipe", "query_max_length", "passage_max_length", "text_case"]
     forward_kwargs = {"task"}
 
     def __init__(
@@ -46,6 +46,7 @@ class LlaraModule(InputModule):
         query_max_length: int = 64,
         passage_max_length: int = 256,
         training: tuple[dict, ...] = (),
+        text_case: str = DEFAULT_TEXT_CASE,
     ) -> None:
         super().__init__()
         # not `self.training`: nn.Module's train/eval flag, which ST's .eval() sets to False
@@ -56,7 +57,8 @@ class LlaraModule(InputModule):
         self.recipe = self._recipe.record()
         self.query_max_length = query_max_length
         self.passage_max_length = passage_max_length
-        self.prompts = PromptBuilder(tokenizer, self._recipe)
+        self.text_case = text_case
+        self.prompts = PromptBuilder(tokenizer, self._recipe, text_case)
 
     @property
     def max_seq_length(self) -> int:
@@ -105,9 +107,13 @@ class LlaraModule(InputModule):
         self.auto_model.save_pretrained(output_path, safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(output_path)
         # llara's whole schema, not only ST's config_keys: the folder stays a llara model too.
-        ModelConfig(self._recipe, self.query_max_length, self.passage_max_length, self.training_stages).save(
-            output_path
-        )
+        ModelConfig(
+            self._recipe,
+            self.query_max_length,
+            self.passage_max_length,
+            self.training_stages,
+            text_case=self.text_case,
+        ).save(output_path)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", model_kwargs: dict | None = None, **kwargs):
@@ -133,5 +139,11 @@ class LlaraModule(InputModule):
             dtype = getattr(torch, dtype, torch.float32)
         model, tokenizer = load_model(os.fspath(folder), dtype=dtype)
         return cls(
-            model, tokenizer, config.recipe_spec, config.query_max_length, config.passage_max_length, config.training
+            model,
+            tokenizer,
+            config.recipe_spec,
+            config.query_max_length,
+            config.passage_max_length,
+            config.training,
+            config.text_case,
         )

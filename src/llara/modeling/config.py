@@ -6,12 +6,16 @@ the way it was trained: a model fine-tuned at query 32 / passage 128 tokens is e
 unless a command-line flag says otherwise.
 
     {"recipe": "reference", "pooling": "last-8", "query_max_length": 64, "passage_max_length": 256,
+     "text_case": "fold-capitals",
      "recipe_spec": {"name": "reference", "passage": "...", "query": "...", ...},
      "training": [{"stage": "pretrain", ...}, {"stage": "finetune", ...}], "llara_version": "0.1.0",
      "fusion": {"corpus_sha256": "...", "method": "auto", "weight": 0.3, "evidence": {...}, ...}}
 
 "fusion", where present, is the hybrid `llara pipeline` chose for the model on its corpus without labels
 (llara.calibration.record_fusion); `llara search` and `llara serve` over the same corpus use it.
+
+"text_case" is how a text in capitals only is read (llara.modeling.prompts.read_case); a llara.json without
+it was written before the setting, by a model that read every text as written ("as-given").
 
 "recipe_spec" is the whole recipe (llara.modeling.recipes' file format), so a model trained with a user's
 recipe file encodes the same way without that file. Folders written by earlier llara versions (no
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from llara.errors import LlaraError
 from llara.modeling.recipes import BUILTIN_RECIPES, Recipe, builtin_recipe, load_recipe
+from llara.settings import TextCase
 from llara.version import __version__
 
 CONFIG_NAME = "llara.json"
@@ -33,6 +38,9 @@ CONFIG_NAME = "llara.json"
 DEFAULT_RECIPE = "reference"
 DEFAULT_QUERY_MAX_LENGTH = 64
 DEFAULT_PASSAGE_MAX_LENGTH = 256
+# A text in capitals only is read in lower case (TIME at 12 + 12: dense 0.186 -> 0.575, benchmarks/RESULTS.md).
+DEFAULT_TEXT_CASE = "fold-capitals"
+TEXT_CASES = tuple(TextCase)
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,12 @@ class ModelConfig:
     recipe_spec: Recipe | None = None  # filled in from `recipe` unless it already is the recipe of that name
     # `--fusion auto`'s choice for this model on a corpus, with its evidence (llara.calibration.record_fusion)
     fusion: dict | None = None
+    text_case: str = DEFAULT_TEXT_CASE  # a settings.TextCase value
 
     def __post_init__(self) -> None:
+        if self.text_case not in TEXT_CASES:
+            raise LlaraError(f"unknown text case {self.text_case!r}; expected one of: {', '.join(TEXT_CASES)}")
+        object.__setattr__(self, "text_case", str(self.text_case))  # a TextCase from the command line: its value
         spec = self.recipe_spec
         # A name equal to the held recipe's keeps it (a saved user recipe needs no file); else resolve anew.
         if not (isinstance(self.recipe, str) and spec is not None and spec.name == self.recipe):
@@ -68,6 +80,7 @@ class ModelConfig:
             "recipe_spec": self.recipe_spec.to_dict(),
             "query_max_length": self.query_max_length,
             "passage_max_length": self.passage_max_length,
+            "text_case": self.text_case,
             "training": list(self.training),
             "llara_version": self.llara_version,
         } | ({"fusion": self.fusion} if self.fusion else {})
@@ -78,9 +91,14 @@ class ModelConfig:
         return replace(self, training=(*self.training, stage), llara_version=__version__, fusion=None, **changes)
 
     def override(self, recipe: str | Recipe | None = None, query_max_length: int | None = None,
-                 passage_max_length: int | None = None) -> ModelConfig:  # fmt: skip
+                 passage_max_length: int | None = None, text_case: str | None = None) -> ModelConfig:  # fmt: skip
         """Explicit settings (command-line flags) win over the saved ones; None keeps the saved one."""
-        given = {"recipe": recipe, "query_max_length": query_max_length, "passage_max_length": passage_max_length}
+        given = {
+            "recipe": recipe,
+            "query_max_length": query_max_length,
+            "passage_max_length": passage_max_length,
+            "text_case": text_case,
+        }
         return replace(self, **{k: v for k, v in given.items() if v is not None})
 
     @classmethod
@@ -127,8 +145,12 @@ class ModelConfig:
         fusion = data.get("fusion")
         if fusion is not None and not isinstance(fusion, dict):
             raise LlaraError(f"expected an object, got {fusion!r}", path, None, "fusion")
+        text_case = data.get("text_case", "as-given")  # absent: written before the setting, read as written
+        if text_case not in TEXT_CASES:
+            raise LlaraError(f"expected one of {', '.join(TEXT_CASES)}, got {text_case!r}", path, None, "text_case")
         return cls(
             recipe=recipe,
+            text_case=text_case,
             training=tuple(training),
             llara_version=str(version),
             recipe_spec=spec,

@@ -4,6 +4,11 @@ A recipe wraps a text as ``prefix + text + suffix``. Passages take the EBAE side
 queries the EBAR side ("predict the next"). Pieces are tokenised separately and concatenated, and
 only the text is truncated, so the suffix (and its pooled tokens) always survives and pretraining,
 fine-tuning and encoding see exactly the same ids.
+
+A text in capitals only (old newswire, library catalogues, teletype) is read in lower case unless the
+model's llara.json says "text_case": "as-given" (`read_case`): the LLM learned its language in mixed
+case, and a text in capitals costs ~1.7x the tokens. On the all-capitals TIME collection this one
+change lifts the 12 + 12-minute dense model from 0.186 to 0.575 nDCG@10 (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -18,34 +23,56 @@ from llara.compat import resize_embeddings
 from llara.data.beir import format_document
 from llara.errors import LlaraError
 from llara.modeling.recipes import EOS, SIDES, Recipe, load_recipe
+from llara.settings import TextCase
 
 PASSAGE_OVERLAP = 0.25  # of each passage's text shared with the next, so no sentence is only ever cut in two
+TEXT_CASES = tuple(TextCase)
+FOLD_MIN_LETTERS = 20  # fewer capitals are an acronym or a code ("AIDS", "NASA"): read as written
+
+
+def read_case(text: str, text_case: str = "fold-capitals") -> str:
+    """`text` as the model reads it: with "fold-capitals", a text with no lower-case letter and at least
+    FOLD_MIN_LETTERS capitals in lower case; every other text (and any text with "as-given") as written."""
+    if text_case == "as-given" or not isinstance(text, str) or not text.isupper():
+        return text
+    capitals = 0
+    for char in text:
+        capitals += char.isupper()
+        if capitals >= FOLD_MIN_LETTERS:
+            return text.lower()
+    return text
 
 
 @dataclass(frozen=True)
 class PassageCounts:
-    """How documents were read: how many, how many longer than one passage, how many passages."""
+    """How documents were read: how many, how many longer than one passage, how many passages, how many
+    were in capitals only and read in lower case."""
 
     documents: int = 0
     long: int = 0  # documents longer than one passage: split (or, truncating, cut)
     passages: int = 0
     split: bool = True  # False: every document is one passage, cut to the length
+    folded: int = 0  # documents in capitals only, read in lower case (read_case)
 
     def __add__(self, other: PassageCounts) -> PassageCounts:
         return PassageCounts(
-            self.documents + other.documents, self.long + other.long, self.passages + other.passages, other.split
+            self.documents + other.documents,
+            self.long + other.long,
+            self.passages + other.passages,
+            other.split,
+            self.folded + other.folded,
         )
 
     def summary(self, max_length: int) -> str:
         """One line for the plan, e.g. "420 of 423 documents are longer than 256 tokens: split into 3546
-        passages (8.38x the texts to encode)"."""
+        passages (8.38x the texts to encode); 423 in capitals only, read in lower case"."""
         head = f"{self.long} of {self.documents} documents are longer than {max_length} tokens"
-        if not self.long:
-            return head
-        if not self.split:
-            return f"{head}: truncated (--long-documents truncate: only their first {max_length} tokens are read)"
-        cost = self.passages / max(self.documents, 1)
-        return f"{head}: split into {self.passages} passages ({cost:.2f}x the texts to encode)"
+        if self.long and not self.split:
+            head = f"{head}: truncated (--long-documents truncate: only their first {max_length} tokens are read)"
+        elif self.long:
+            cost = self.passages / max(self.documents, 1)
+            head = f"{head}: split into {self.passages} passages ({cost:.2f}x the texts to encode)"
+        return f"{head}; {self.folded} in capitals only, read in lower case" if self.folded else head
 
     def record(self) -> dict:
         """What metrics.json, manifests and index metadata say about it."""
@@ -55,6 +82,7 @@ class PassageCounts:
             "documents_long": self.long,
             "documents_long_share": self.long / max(self.documents, 1),
             "passages": self.passages,
+            "documents_folded": self.folded,
         }
 
 
@@ -67,9 +95,10 @@ class Passages:
     documents: int = 0
     long: int = 0  # documents longer than one passage: split (or, truncating, cut)
     split: bool = True
+    folded: int = 0  # documents in capitals only, read in lower case
 
     def counts(self) -> PassageCounts:
-        return PassageCounts(self.documents, self.long, len(self.texts), self.split)
+        return PassageCounts(self.documents, self.long, len(self.texts), self.split, self.folded)
 
 
 def add_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> bool:
@@ -95,10 +124,17 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 class PromptBuilder:
-    """Turns texts into model inputs for one recipe and tokenizer (left padding)."""
+    """Turns texts into model inputs for one recipe and tokenizer (left padding). `text_case`: how a text in
+    capitals only is read (`read_case`); "as-given" here, so that a bare builder reads what the reference
+    code reads, while every model's encoder and trainer pass their llara.json's choice."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, recipe: Recipe | str | dict) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, recipe: Recipe | str | dict, text_case: str = "as-given"
+    ) -> None:
+        if text_case not in TEXT_CASES:
+            raise LlaraError(f"unknown text case {text_case!r}; expected one of: {', '.join(TEXT_CASES)}")
         self.tokenizer = tokenizer
+        self.text_case = text_case
         self.recipe = load_recipe(recipe)
         for tok in self.recipe.special_tokens:
             if tok not in tokenizer.get_vocab():
@@ -136,7 +172,7 @@ class PromptBuilder:
         return self.pieces[side][1][-n:] if n else []
 
     def text_ids(self, texts: list[str]) -> list[list[int]]:
-        texts = list(texts)
+        texts = [read_case(text, self.text_case) for text in texts]
         try:
             return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         except TypeError:  # the fast tokenizer's only word on a non-string or a lone surrogate
@@ -169,12 +205,16 @@ class PromptBuilder:
         prompt. A document that fits is one passage, its text as `format_document` gives it. A longer one is
         cut into windows of its text at token boundaries, each sharing PASSAGE_OVERLAP with the next (the last
         ends at the text's end), the title in front of each (unless it would take half the room); with
-        `split=False` it stays one passage, which encoding truncates."""
+        `split=False` it stays one passage, which encoding truncates. A document in capitals only is read, and
+        its passages given, in lower case (`read_case`)."""
+        read = [self._read_document(d) for d in docs]
+        folded = sum(new is not old for new, old in zip(read, docs, strict=True))
+        docs = read
         whole = [format_document(d) for d in docs]
         prefix, suffix = self.pieces["passage"]
         room = max_length - len(prefix) - len(suffix)
         lengths = [len(ids) for ids in self.text_ids(whole)] if whole else []
-        out = Passages(documents=len(whole), split=split)
+        out = Passages(documents=len(whole), split=split, folded=folded)
         out.long = sum(n > room for n in lengths)
         if not split or not out.long:
             out.texts, out.owner = whole, list(range(len(whole)))
@@ -200,6 +240,15 @@ class PromptBuilder:
             out.texts.extend(f"{title} {w}" if title else w for w in windows)
             out.owner.extend([i] * len(windows))
         return out
+
+    def _read_document(self, doc: dict | str) -> dict | str:
+        """The document as the model reads it: title and text folded together, as `format_document` joins them."""
+        if isinstance(doc, str) or self.text_case == "as-given":
+            return read_case(doc, self.text_case)
+        whole = format_document(doc)
+        if read_case(whole, self.text_case) is whole:
+            return doc
+        return doc | {key: doc[key].lower() for key in ("title", "text") if isinstance(doc.get(key), str)}
 
     def _windows(self, text: str, width: int) -> list[str]:
         """`text` in pieces of `width` tokens, overlapping by PASSAGE_OVERLAP, cut at token boundaries: spans of

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llara import settings
 from llara.errors import LlaraError
-from llara.settings import Precision, comma_names, comma_numbers, joined, option
+from llara.settings import Precision, TextCase, comma_names, comma_numbers, joined, option
 
 LORA_SHORT = ("q", "k", "v", "o", "gate", "up", "down")  # LLaMA-family projection names without "_proj"
 
@@ -41,6 +41,7 @@ class TrainOptions:
     )
     grad_accum: int = option(1, "gradient accumulation steps")
     precision: Precision = settings.precision()
+    text_case: TextCase | None = settings.text_case()
     save_every: int = option(200, "steps between checkpoints")
     save_at_minutes: list[float] = option(
         help="also checkpoint at these minutes, e.g. 3,12",

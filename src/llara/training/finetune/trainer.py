@@ -104,7 +104,7 @@ def finetune(model: str, train_file: str | Path, opts: FinetuneOptions, trust_re
     examples = read_train_file(train_file)  # all input checks happen before anything is written
     checkpoint = resume_checkpoint(opts)
     stage = {"stage": "finetune", **opts.contrastive(), "train": str(train_file), "base_model": str(model)}
-    config = ModelConfig.of(model).override(opts.recipe)
+    config = ModelConfig.of(model).override(opts.recipe, text_case=opts.text_case)
     # Training lengths are a compute budget (the cpu profile trains at 32/128), not a reading limit: the
     # saved encoding lengths, used by evaluate/encode/export, only ever grow to them. CISI's long queries
     # lost 0.09 nDCG@10 when encoded at 32/128 (benchmarks/RESULTS.md, issue 14).
@@ -160,7 +160,8 @@ def long_passages(prompts: PromptBuilder, examples: list, opts: FinetuneOptions)
     counts = prompts.passages([e.pos[0] for e in sample], opts.passage_max_length).counts()
     share = f"{counts.long} of {counts.documents}" + (" sampled" if len(sample) < len(examples) else "")
     how = "each read as its window the query is about" if opts.long_documents == LongDocuments.split else "truncated"
-    return f"{share} positives longer than {opts.passage_max_length} tokens" + (f": {how}" if counts.long else "")
+    line = f"{share} positives longer than {opts.passage_max_length} tokens" + (f": {how}" if counts.long else "")
+    return f"{line}; {counts.folded} in capitals only, read in lower case" if counts.folded else line
 
 
 def finetune_trainer(
@@ -196,7 +197,7 @@ def finetune_trainer(
     )
     opts = replace(opts, grad_cache=grad_cache, grad_cache_chunk=chunk)
     wrapped = prepare_model(hf_model, tokenizer, recipe_, opts)  # the recipe's special tokens: prompts count them
-    prompts = PromptBuilder(tokenizer, recipe_)
+    prompts = PromptBuilder(tokenizer, recipe_, config.text_case)
     cap = epoch_steps(len(dataset), opts)
     plan = training_plan(
         opts,

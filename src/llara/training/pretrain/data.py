@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from llara.data.beir import EMPTY_DOC_LEFT_OUT
 from llara.data.io import bad_rows, get_str, iter_jsonl, iter_lines, iter_records, require_file
 from llara.errors import LlaraError
+from llara.modeling.prompts import read_case
 from llara.training.pretrain.stopwords import remove_stop_words
 
 REFERENCE_FIELDS = ("input", "output_summarize", "output_predict")
@@ -108,6 +109,13 @@ def count_documents(path: str | Path) -> int:
     return sum(1 for _ in iter_documents(path))
 
 
+def count_folded(path: str | Path, text_case: str) -> int:
+    """How many documents the model reads in lower case, being in capitals only (for the plan)."""
+    if text_case == "as-given":
+        return 0
+    return sum(read_case(doc.text, text_case) is not doc.text for doc in iter_documents(path))
+
+
 def split_sentences(text: str) -> list[str]:
     return [s for s in SENTENCE_END.split(text) if s.strip()]
 
@@ -138,7 +146,9 @@ class PretrainDataset(IterableDataset):
     `own_ids` / `next_ids` are the bag-of-words targets of EBAE / EBAR. Reference-format rows bring
     their target texts, which are tokenised as the reference does (with the tokenizer's special
     tokens, cut at `target_length`; the special ids are dropped later). `remove_stop_words` applies the
-    reference's --remove_stop_words to every target text.
+    reference's --remove_stop_words to every target text. `text_case` reads a document in capitals
+    only in lower case as the encoder will (llara.modeling.prompts.read_case); the default is the reference's
+    reading, and the trainer passes the model's.
 
     Epoch e shuffles with seed + e through a buffer of `shuffle_buffer` chunks, so the order is a
     pure function of (corpus, tokenizer, seed): a resumed Trainer replays it exactly.
@@ -154,6 +164,7 @@ class PretrainDataset(IterableDataset):
         epochs: int | None = None,
         target_length: int | None = None,
         remove_stop_words: bool = False,
+        text_case: str = "as-given",
     ) -> None:
         if text_budget < 1:
             raise LlaraError(f"chunk length leaves no room for text ({text_budget} tokens)")
@@ -161,11 +172,13 @@ class PretrainDataset(IterableDataset):
         self.seed, self.shuffle_buffer, self.epochs = seed, shuffle_buffer, epochs
         self.target_length = target_length or text_budget
         self.remove_stop_words = remove_stop_words
+        self.text_case = text_case
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
     def _target(self, text: str) -> list[int]:
+        text = read_case(text, self.text_case)
         if self.remove_stop_words:
             text = remove_stop_words(text)
         return self.tokenizer(text, truncation=True, max_length=self.target_length)["input_ids"]
@@ -178,14 +191,15 @@ class PretrainDataset(IterableDataset):
     def chunks(self) -> Iterator[dict]:
         """Examples of one pass over the corpus, in file order."""
         for doc in iter_documents(self.path):
+            text = read_case(doc.text, self.text_case)  # a document in capitals only: whole, not per sentence
             if doc.summarize is not None:  # reference format: targets given
                 yield {
-                    "text_ids": self._ids([doc.text])[0][: self.budget],
+                    "text_ids": self._ids([text])[0][: self.budget],
                     "own_ids": self._target(doc.summarize),
                     "next_ids": self._target(doc.predict) if doc.predict else None,
                 }
                 continue
-            pieces = chunk_ids(self._ids(split_sentences(doc.text)), self.budget)
+            pieces = chunk_ids(self._ids(split_sentences(text)), self.budget)
             for i, ids in enumerate(pieces):
                 nxt = pieces[i + 1] if i + 1 < len(pieces) else None
                 yield {"text_ids": ids, "own_ids": self._chunk_target(ids), "next_ids": self._chunk_target(nxt)}

@@ -28,7 +28,7 @@ from llara.training.common import (
 )
 from llara.training.memory import ModelShape, available_memory, plan_pretrain
 from llara.training.pretrain.collator import PretrainCollator
-from llara.training.pretrain.data import PretrainDataset, count_documents
+from llara.training.pretrain.data import PretrainDataset, count_documents, count_folded
 from llara.training.pretrain.loss import joint_loss
 from llara.training.pretrain.options import PretrainOptions
 
@@ -83,11 +83,14 @@ def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, tru
         "remove_stop_words": opts.remove_stop_words,
     }
     # Encoding lengths carry over from the base model (a llara folder) or stay at the defaults.
-    config = ModelConfig.of(model_name).trained(stage, recipe=recipe_)
+    config = ModelConfig.of(model_name).trained(stage, recipe=recipe_).override(text_case=opts.text_case)
     if finished_checkpoint(opts, resume):  # nothing left to train: no need to load the base model
         return save_from_checkpoint(resume, config, opts.output)
     trainer = pretrain_trainer(model_name, corpus, opts, config, trust_remote_code=trust_remote_code)
     log.info("pretraining on %d documents of %s", n_docs, corpus)
+    if folded := count_folded(corpus, config.text_case):
+        log.info("%d of %d documents are in capitals only: read in lower case (--text-case as-given reads them as "
+                 "written)", folded, n_docs)  # fmt: skip
     trainer.train(resume_from_checkpoint=resume)
     return finish(trainer, trainer.processing_class, config, opts.output, model_name, trust_remote_code)
 
@@ -121,7 +124,7 @@ def pretrain_trainer(
             f"({window} tokens), which the joint EBAE + EBAR mask does not apply: use at most {window}"
         )
     model = prepare_model(model, tokenizer, recipe_, opts)
-    prompts = PromptBuilder(tokenizer, recipe_)
+    prompts = PromptBuilder(tokenizer, recipe_, config.text_case)
     exclude = set(tokenizer.all_special_ids) | set(special_token_ids(tokenizer, recipe_))
     # Packed rows (no padding) are read by the attention prepare_model sets on a CPU.
     collator = PretrainCollator(prompts, exclude, lm_loss=opts.lm_loss, pack=uses_cpu_attention(opts, model.config))
@@ -139,6 +142,7 @@ def pretrain_trainer(
         shuffle_buffer=opts.shuffle_buffer,
         target_length=opts.chunk_tokens,  # the reference cuts a target text at cutoff_len
         remove_stop_words=opts.remove_stop_words,
+        text_case=config.text_case,
     )
     log.info("%d text tokens per chunk", budget)
     return PretrainTrainer(
