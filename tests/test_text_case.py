@@ -15,7 +15,7 @@ from llara.inference.encoder import LlaraEncoder
 from llara.modeling.config import ModelConfig
 from llara.modeling.prompts import FOLD_MIN_LETTERS, PromptBuilder, add_special_tokens, read_case
 from llara.modeling.recipes import RECIPES
-from llara.training.pretrain.data import PretrainDataset, count_folded
+from llara.training.pretrain.data import PretrainDataset, survey_documents
 from tests.conftest import run_cli
 
 CAPITALS = "THE KENNEDY ADMINISTRATION ASKED THE GOVERNMENT OF SOUTH VIET NAM TO END THE RAIDS."
@@ -115,7 +115,7 @@ def test_pretraining_reads_a_capitals_document_as_the_encoder_does(tmp_path, tin
 
     assert chunks(upper, "fold-capitals") == chunks(lower, "as-given")
     assert chunks(upper, "as-given") != chunks(lower, "as-given")
-    assert count_folded(upper, "fold-capitals") == 1 and count_folded(upper, "as-given") == 0
+    assert survey_documents(upper, "fold-capitals") == (2, 1) and survey_documents(upper, "as-given") == (2, 0)
     rows = tmp_path / "reference.jsonl"  # reference-format rows: the targets are read the same way
     rows.write_text(json.dumps({"input": CAPITALS, "output_summarize": CAPITALS, "output_predict": "NASA"}) + "\n")
     (row,) = PretrainDataset(rows, tok, 64, text_case="fold-capitals").chunks()

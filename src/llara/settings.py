@@ -47,6 +47,9 @@ class TextCase(StrEnum):
     as_given = "as-given"  # every text as written (the reference code's reading)
 
 
+TEXT_CASES = tuple(TextCase)  # for membership tests (`str in StrEnum` raises on Python 3.11)
+
+
 class FusionMethod(StrEnum):
     auto = "auto"
     rrf = "rrf"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from llara.errors import LlaraError
 from llara.modeling.recipes import BUILTIN_RECIPES, Recipe, builtin_recipe, load_recipe
-from llara.settings import TextCase
+from llara.settings import TEXT_CASES
 from llara.version import __version__
 
 CONFIG_NAME = "llara.json"
@@ -40,7 +40,6 @@ DEFAULT_QUERY_MAX_LENGTH = 64
 DEFAULT_PASSAGE_MAX_LENGTH = 256
 # A text in capitals only is read in lower case (TIME at 12 + 12: dense 0.186 -> 0.575, benchmarks/RESULTS.md).
 DEFAULT_TEXT_CASE = "fold-capitals"
-TEXT_CASES = tuple(TextCase)
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class ModelConfig:
     recipe_spec: Recipe | None = None  # filled in from `recipe` unless it already is the recipe of that name
     # `--fusion auto`'s choice for this model on a corpus, with its evidence (llara.calibration.record_fusion)
     fusion: dict | None = None
-    text_case: str = DEFAULT_TEXT_CASE  # a settings.TextCase value
+    text_case: str = DEFAULT_TEXT_CASE  # one of settings.TEXT_CASES
 
     def __post_init__(self) -> None:
         if self.text_case not in TEXT_CASES:

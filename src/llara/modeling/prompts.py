@@ -23,10 +23,9 @@ from llara.compat import resize_embeddings
 from llara.data.beir import format_document
 from llara.errors import LlaraError
 from llara.modeling.recipes import EOS, SIDES, Recipe, load_recipe
-from llara.settings import TextCase
+from llara.settings import TEXT_CASES
 
 PASSAGE_OVERLAP = 0.25  # of each passage's text shared with the next, so no sentence is only ever cut in two
-TEXT_CASES = tuple(TextCase)
 FOLD_MIN_LETTERS = 20  # fewer capitals are an acronym or a code ("AIDS", "NASA"): read as written
 
 
@@ -207,14 +206,13 @@ class PromptBuilder:
         ends at the text's end), the title in front of each (unless it would take half the room); with
         `split=False` it stays one passage, which encoding truncates. A document in capitals only is read, and
         its passages given, in lower case (`read_case`)."""
-        read = [self._read_document(d) for d in docs]
-        folded = sum(new is not old for new, old in zip(read, docs, strict=True))
-        docs = read
-        whole = [format_document(d) for d in docs]
+        written = [format_document(d) for d in docs]
+        whole = [read_case(text, self.text_case) for text in written]
+        folded = [new != old for new, old in zip(whole, written, strict=True)]  # judged on the document whole
         prefix, suffix = self.pieces["passage"]
         room = max_length - len(prefix) - len(suffix)
         lengths = [len(ids) for ids in self.text_ids(whole)] if whole else []
-        out = Passages(documents=len(whole), split=split, folded=folded)
+        out = Passages(documents=len(whole), split=split, folded=sum(folded))
         out.long = sum(n > room for n in lengths)
         if not split or not out.long:
             out.texts, out.owner = whole, list(range(len(whole)))
@@ -229,6 +227,8 @@ class PromptBuilder:
                 if isinstance(doc, str)
                 else ((doc.get("title") or "").strip(), (doc.get("text") or "").strip())
             )
+            if folded[i]:  # its windows and the title in each, in lower case like the whole
+                title, body = title.lower(), body.lower()
             if not body:  # a title alone longer than a passage: cut, as there is no text to split
                 out.texts.append(text)
                 out.owner.append(i)
@@ -240,15 +240,6 @@ class PromptBuilder:
             out.texts.extend(f"{title} {w}" if title else w for w in windows)
             out.owner.extend([i] * len(windows))
         return out
-
-    def _read_document(self, doc: dict | str) -> dict | str:
-        """The document as the model reads it: title and text folded together, as `format_document` joins them."""
-        if isinstance(doc, str) or self.text_case == "as-given":
-            return read_case(doc, self.text_case)
-        whole = format_document(doc)
-        if read_case(whole, self.text_case) is whole:
-            return doc
-        return doc | {key: doc[key].lower() for key in ("title", "text") if isinstance(doc.get(key), str)}
 
     def _windows(self, text: str, width: int) -> list[str]:
         """`text` in pieces of `width` tokens, overlapping by PASSAGE_OVERLAP, cut at token boundaries: spans of

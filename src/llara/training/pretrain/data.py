@@ -106,14 +106,16 @@ def _parse_row(row: dict, fmt: str, path: Path, number: int) -> Document | None:
 
 def count_documents(path: str | Path) -> int:
     """One validating pass over the corpus (no tokenising): run it before anything is written."""
-    return sum(1 for _ in iter_documents(path))
+    return survey_documents(path, "as-given")[0]
 
 
-def count_folded(path: str | Path, text_case: str) -> int:
-    """How many documents the model reads in lower case, being in capitals only (for the plan)."""
-    if text_case == "as-given":
-        return 0
-    return sum(read_case(doc.text, text_case) is not doc.text for doc in iter_documents(path))
+def survey_documents(path: str | Path, text_case: str) -> tuple[int, int]:
+    """`count_documents`' pass, also counting the documents read in lower case (in capitals only): for the plan."""
+    documents = folded = 0
+    for doc in iter_documents(path):
+        documents += 1
+        folded += read_case(doc.text, text_case) != doc.text
+    return documents, folded
 
 
 def split_sentences(text: str) -> list[str]:

@@ -28,7 +28,7 @@ from llara.training.common import (
 )
 from llara.training.memory import ModelShape, available_memory, plan_pretrain
 from llara.training.pretrain.collator import PretrainCollator
-from llara.training.pretrain.data import PretrainDataset, count_documents, count_folded
+from llara.training.pretrain.data import PretrainDataset, survey_documents
 from llara.training.pretrain.loss import joint_loss
 from llara.training.pretrain.options import PretrainOptions
 
@@ -72,7 +72,9 @@ def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, tru
     check_pretrain_recipe(recipe_)
     compat.check_training_stack()
     opts.validate()
-    n_docs = count_documents(corpus)  # validates every row before anything is written
+    # Encoding lengths carry over from the base model (a llara folder) or stay at the defaults.
+    base = ModelConfig.of(model_name).override(text_case=opts.text_case)
+    n_docs, folded = survey_documents(corpus, base.text_case)  # validates every row before anything is written
     resume = resume_checkpoint(opts)
     stage = {
         "stage": "pretrain",
@@ -82,13 +84,12 @@ def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, tru
         "lm_loss": opts.lm_loss,
         "remove_stop_words": opts.remove_stop_words,
     }
-    # Encoding lengths carry over from the base model (a llara folder) or stay at the defaults.
-    config = ModelConfig.of(model_name).trained(stage, recipe=recipe_).override(text_case=opts.text_case)
+    config = base.trained(stage, recipe=recipe_)
     if finished_checkpoint(opts, resume):  # nothing left to train: no need to load the base model
         return save_from_checkpoint(resume, config, opts.output)
     trainer = pretrain_trainer(model_name, corpus, opts, config, trust_remote_code=trust_remote_code)
     log.info("pretraining on %d documents of %s", n_docs, corpus)
-    if folded := count_folded(corpus, config.text_case):
+    if folded:
         log.info("%d of %d documents are in capitals only: read in lower case (--text-case as-given reads them as "
                  "written)", folded, n_docs)  # fmt: skip
     trainer.train(resume_from_checkpoint=resume)
