@@ -78,5 +78,7 @@ def test_torchrun_two_processes_encode_one_shard_each(tiny_model_dir, arxiv_subs
         assert run_cli("index", "--embeddings", tmp_path / name, "--output", tmp_path / f"idx-{name}").returncode == 0
     ddp, one = DenseIndex(tmp_path / "idx-ddp"), DenseIndex(tmp_path / "idx-one")
     assert ddp.ids == one.ids
+    # torchrun gives each rank OMP_NUM_THREADS=1, so fp32 sums run in another order than the 2-thread
+    # single process: equal to float rounding (a wrong shard or order differs by ~0.1, not 1e-5)
     assert np.allclose(ddp.index.reconstruct_n(0, ddp.index.ntotal), one.index.reconstruct_n(0, one.index.ntotal),
-                       atol=1e-6)  # fmt: skip
+                       atol=1e-5)  # fmt: skip

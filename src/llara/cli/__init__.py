@@ -96,6 +96,9 @@ RENAMED = {**renamed(COMMANDS), **training.OLD_SPELLINGS}
 def main() -> None:
     try:
         app()
+    except SystemExit as e:  # typer ends every command so, a finished one with code 0
+        _leave_process_group(finished=e.code in (None, 0))
+        raise
     except LlaraError as e:
         if _state["debug"]:
             raise
@@ -115,6 +118,18 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
+
+
+def _leave_process_group(finished: bool) -> None:
+    """Under torchrun, leave the process group (HF Trainer opened it) before exiting: a gloo rank whose peer
+    has already exited can abort (SIGABRT) in its teardown, failing a run that finished. A finished rank
+    waits for the others first, so none tears down while a peer still talks to it."""
+    torch = sys.modules.get("torch")  # only a command that imported torch can have opened one
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    if finished:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _out_of_memory(e: BaseException) -> bool:
