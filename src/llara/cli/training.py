@@ -64,14 +64,22 @@ def _mine(o: MineOptions) -> None:
 
 
 def _pairs(o: PairsOptions) -> None:
-    """Weak supervision from an unlabeled corpus: (title, sentence or span -> its text) pairs with BM25 hard
-    negatives."""
+    """Weak supervision from an unlabeled corpus: (title, sentence, span or generated query -> its text) pairs
+    with BM25 hard negatives."""
     from llara.training.mining import pairs
 
-    s = pairs(o.corpus, o.output, o.query_source.value, o.negatives, o.rank_range, o.seed)
+    s = pairs(
+        o.corpus, o.output, o.query_source.value, o.negatives, o.rank_range, o.seed,
+        generator=o.generator, generation_batch_size=o.generation_batch_size, precision=o.precision.value,
+    )  # fmt: skip
     sources = ", ".join(f"{n} {source}" for source, n in s.sources.items())
     skipped = "; skipped documents: " + ", ".join(f"{n} {why}" for why, n in s.skipped.items()) if s.skipped else ""
-    line = f"wrote {o.output}: {s.rows} rows ({sources} queries), {s.negatives} negatives{skipped}"
+    unused = (
+        f"; {s.generated_unused} generated queries empty or copied from their document (auto's query instead)"
+        if s.generated_unused
+        else ""
+    )
+    line = f"wrote {o.output}: {s.rows} rows ({sources} queries), {s.negatives} negatives{skipped}{unused}"
     console.print(line, soft_wrap=True)
 
 

@@ -49,6 +49,7 @@ class MineSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)  # `llara pairs`: rows per query source
     held_out: int = 0  # documents kept out of the rows (`llara pipeline`'s weak-pair check)
+    generated_unused: int = 0  # --query-source generated: queries empty or copied from their document
 
 
 class MineMethod(StrEnum):
@@ -56,7 +57,8 @@ class MineMethod(StrEnum):
     dense = "dense"
 
 
-QuerySource = StrEnum("QuerySource", {s: s for s in ("auto", *PAIR_SOURCES)})
+GENERATED = "generated"  # a query an instruct model writes (llara.training.query_generation)
+QuerySource = StrEnum("QuerySource", {s: s for s in ("auto", *PAIR_SOURCES, GENERATED)})
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,18 @@ class PairsOptions:
     query_source: QuerySource = option(
         QuerySource.auto,
         "the query: the title, one sentence (the rest of the text is the positive), a span of 4-16 words "
-        "(likewise), or auto: the first of these each document can give",
+        "(likewise), auto: the first of these each document can give, or generated: a query --generator "
+        "writes for the document (the whole document is the positive; auto where it writes none)",
         deprecated=("--query",),
     )
     negatives: int = settings.negatives(15, "BM25")
     rank_range: str = settings.rank_range("0-50", "BM25")
     seed: int = settings.seed(42)
+    generator: str = option(
+        settings.DEFAULT_MODEL, "--query-source generated: the instruct model that writes the queries"
+    )
+    generation_batch_size: int = option(16, "--query-source generated: documents per generation batch")
+    precision: Precision = settings.precision()
 
 
 # ---------------------------------------------------------------------------------------- mine
@@ -167,33 +175,47 @@ def pairs(
     rank_range: str = "0-50",
     seed: int = 42,
     hold_out: frozenset[str] = frozenset(),
+    generator: str = settings.DEFAULT_MODEL,
+    generation_batch_size: int = 16,
+    precision: str = "auto",
 ) -> MineSummary:
     """Weak supervision from an unlabeled BEIR corpus.jsonl: one row per usable document. Documents in
     `hold_out` give no row (they may still be another row's negative): `llara pipeline` keeps the
-    documents of its weak-pair check (llara.calibration) out of training, so the check stays held out."""
+    documents of its weak-pair check (llara.calibration) out of training, so the check stays held out.
+    `generated` queries are written by `generator`; a document it writes none for takes `auto`'s."""
     from llara.data.beir import read_corpus
     from llara.retrieval.bm25 import BM25
 
-    if query_mode not in ("auto", *PAIR_SOURCES):
-        raise LlaraError(f"--query-source must be auto, {', '.join(PAIR_SOURCES)}; got {query_mode!r}")
+    if query_mode not in ("auto", *PAIR_SOURCES, GENERATED):
+        raise LlaraError(f"--query-source must be auto, {', '.join(PAIR_SOURCES)}, {GENERATED}; got {query_mode!r}")
     lo, hi = parse_range(rank_range)
     corpus = read_corpus(corpus_path, keep_empty=False)  # an empty document is no query, positive or negative
     rng = random.Random(seed)
-    summary = MineSummary()
+    summary = MineSummary(held_out=sum(d in hold_out for d in corpus))
+    usable = [d for d in corpus if d not in hold_out]
+    generated, fallback = {}, query_mode  # fallback: how a document without a generated query gives one
+    if query_mode == GENERATED:
+        from llara.training.query_generation import copied, generate_queries
+
+        documents = {d: format_document(corpus[d]) for d in usable}
+        queries = generate_queries(list(documents.values()), generator, generation_batch_size, precision)
+        generated = {d: q for d, q in zip(usable, queries, strict=True) if not copied(q, documents[d])}
+        summary.generated_unused, fallback = len(usable) - len(generated), "auto"
     made: dict[str, tuple[str, str, str]] = {}
-    for doc_id, doc in corpus.items():
-        if doc_id in hold_out:
-            summary.held_out += 1
-            continue
-        pair = make_pair(doc, query_mode, rng)
+    for doc_id in usable:
+        doc = corpus[doc_id]
+        if generated.get(doc_id):
+            pair = generated[doc_id], format_document(doc), GENERATED
+        else:
+            pair = make_pair(doc, fallback, rng)
         if pair is None:
-            reason = SKIP_REASON[query_mode]
+            reason = SKIP_REASON[fallback]
             summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
         else:
             made[doc_id] = pair
             summary.sources[pair[2]] = summary.sources.get(pair[2], 0) + 1
     if not made:
-        raise LlaraError(f"no document can give a ({query_mode}, text) pair: {SKIP_REASON[query_mode]}", corpus_path)
+        raise LlaraError(f"no document can give a ({query_mode}, text) pair: {SKIP_REASON[fallback]}", corpus_path)
     # Negatives take their row's positive form (title-stripped text for title queries, title + text for
     # the others), so the model cannot tell a positive from a negative by whether it has a title.
     forms = {
