@@ -25,14 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_fusion_suite import DATA, SUITE  # a sibling script: the suite and where it lives
 
 from llara.data.beir import format_document, read_corpus
 from llara.data.weak_pairs import make_pair, normalized
 from llara.retrieval.bm25 import BM25
 from llara.training.query_generation import copied, generate_queries
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SUITE = ("cisi", "medline", "cacm", "lisa", "time", "adi")
 
 
 def found_in_top(bm25: BM25, queries: dict[str, str], k: int = 10) -> float:

@@ -192,20 +192,26 @@ def pairs(
     corpus = read_corpus(corpus_path, keep_empty=False)  # an empty document is no query, positive or negative
     rng = random.Random(seed)
     summary = MineSummary(held_out=sum(d in hold_out for d in corpus))
+    # Negatives take their row's positive form (title-stripped text for title queries, title + text for
+    # the others), so the model cannot tell a positive from a negative by whether it has a title.
+    forms = {
+        "title": {d: strip_title(doc["title"], doc["text"]) for d, doc in corpus.items()},
+        "text": {d: format_document(doc) for d, doc in corpus.items()},
+    }
     usable = [d for d in corpus if d not in hold_out]
     generated, fallback = {}, query_mode  # fallback: how a document without a generated query gives one
     if query_mode == GENERATED:
         from llara.training.query_generation import copied, generate_queries
 
-        documents = {d: format_document(corpus[d]) for d in usable}
-        queries = generate_queries(list(documents.values()), generator, generation_batch_size, precision)
-        generated = {d: q for d, q in zip(usable, queries, strict=True) if not copied(q, documents[d])}
+        documents = [forms["text"][d] for d in usable]
+        queries = generate_queries(documents, generator, generation_batch_size, precision)
+        generated = {d: q for d, q in zip(usable, queries, strict=True) if not copied(q, forms["text"][d])}
         summary.generated_unused, fallback = len(usable) - len(generated), "auto"
     made: dict[str, tuple[str, str, str]] = {}
     for doc_id in usable:
         doc = corpus[doc_id]
-        if generated.get(doc_id):
-            pair = generated[doc_id], format_document(doc), GENERATED
+        if doc_id in generated:  # neither empty nor a copy (`copied`)
+            pair = generated[doc_id], forms["text"][doc_id], GENERATED
         else:
             pair = make_pair(doc, fallback, rng)
         if pair is None:
@@ -216,12 +222,6 @@ def pairs(
             summary.sources[pair[2]] = summary.sources.get(pair[2], 0) + 1
     if not made:
         raise LlaraError(f"no document can give a ({query_mode}, text) pair: {SKIP_REASON[fallback]}", corpus_path)
-    # Negatives take their row's positive form (title-stripped text for title queries, title + text for
-    # the others), so the model cannot tell a positive from a negative by whether it has a title.
-    forms = {
-        "title": {d: strip_title(doc["title"], doc["text"]) for d, doc in corpus.items()},
-        "text": {d: format_document(doc) for d, doc in corpus.items()},
-    }
     texts = forms["title" if query_mode == "title" else "text"]  # what BM25 ranks
     doc_ids = [d for d in corpus if texts[d]]
     bm25 = BM25(doc_ids, [texts[d] for d in doc_ids])
