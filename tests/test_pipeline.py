@@ -65,3 +65,20 @@ def test_pipeline_runs_every_stage_holds_its_check_out_of_training_and_resumes(t
     assert again.returncode == 0, again.stderr[-3000:]
     said = " ".join((again.stdout + again.stderr).split())
     assert "fusion: " in said and "recorded in" not in said
+
+
+def test_pipeline_without_adaptation_fine_tunes_the_model_itself(tiny_model_dir, arxiv_subset, tmp_path):
+    """--pretrain-minutes 0 (fine-tuning from the raw model beat 12 + 12 minutes on the suite): no adapt
+    stage, no adapted folder, fine-tuning starts from --model; a negative budget is refused in one line."""
+    out = tmp_path / "pipe"
+    args = ["pipeline", "--corpus", arxiv_subset / "corpus.jsonl", "--output", out, "--model", tiny_model_dir]
+    res = run_cli(*args, "--pretrain-minutes", "0", "--finetune-minutes", "0.05")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((out / "pipeline.json").read_text())
+    assert report["finetuned_from"] == str(tiny_model_dir) and report["finetune_steps"] >= 1
+    assert "adapt" not in report["minutes"] and not (out / "adapted").exists()
+    assert not (out / "stages" / "adapt.json").exists() and (out / "model" / "llara.json").is_file()
+    assert "adaptation: skipped" in " ".join((res.stdout + res.stderr).split())
+
+    bad = run_cli(*args, "--pretrain-minutes", "-1")
+    assert bad.returncode == 2 and "--pretrain-minutes must be 0 or more" in " ".join((bad.stdout + bad.stderr).split())

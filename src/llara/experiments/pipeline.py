@@ -3,7 +3,8 @@
 Stages, each the job its own command runs at that command's defaults (OUTPUT/stages/<name>.json records
 a finished one; a rerun skips it, and training resumes from its checkpoints):
 
-  adapt     EBAE + EBAR on the corpus text (`llara pretrain`), --pretrain-minutes
+  adapt     EBAE + EBAR on the corpus text (`llara pretrain`), --pretrain-minutes (0: not run, the
+            model is fine-tuned from --model itself)
   pairs     weak pairs from the corpus (`llara pairs`), the documents of the check below held out
   finetune  contrastive fine-tuning of the adapted model on them (`llara finetune`), --finetune-minutes
   encode    the corpus with the fine-tuned model (`llara encode`)
@@ -27,6 +28,7 @@ from rich.console import Console
 
 from llara import settings
 from llara.data.io import write_json
+from llara.errors import LlaraError
 from llara.experiments.demo import SAVE_EVERY, Stages, finished
 from llara.settings import option
 from llara.training.options import interrupted
@@ -43,8 +45,17 @@ class PipelineOptions:
         None, "folder for the model, index, pairs and pipeline.json (rerun to resume)", required=True
     )
     model: str = settings.model()
-    pretrain_minutes: float = option(12.0, "EBAE + EBAR adaptation budget in minutes")
+    pretrain_minutes: float = option(
+        12.0, "EBAE + EBAR adaptation budget in minutes; 0 skips adaptation and fine-tunes --model itself"
+    )
     finetune_minutes: float = option(12.0, "contrastive fine-tuning budget in minutes")
+
+    def __post_init__(self) -> None:
+        if self.pretrain_minutes < 0 or self.finetune_minutes <= 0:
+            raise LlaraError(
+                "--pretrain-minutes must be 0 or more and --finetune-minutes more than 0, got "
+                f"{self.pretrain_minutes} and {self.finetune_minutes}"
+            )
 
 
 def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Console) -> dict:
@@ -64,6 +75,7 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
     held_out = frozenset(sample_weak_pairs(docs, min(WEAK_PAIRS, len(docs) // HELD_OUT_PART))[0])
     stages = Stages(output / "stages", console)
     adapted, model, pairs_file = output / "adapted", output / "model", output / "pairs.jsonl"
+    start = str(adapted) if opts.pretrain_minutes else opts.model  # what fine-tuning starts from
     embeddings, index_dir = output / "embeddings", output / "index"
 
     def adapt() -> dict:
@@ -87,12 +99,12 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
         from llara.training.finetune.options import FinetuneOptions
         from llara.training.finetune.trainer import finetune
 
-        record = {"model": str(model), "steps": None}
+        record = {"model": str(model), "from": start, "steps": None}
         if not finished(model):
             options = FinetuneOptions(
                 output=model, resume=interrupted(model), save_every=SAVE_EVERY, max_time=opts.finetune_minutes
             ).resolve()
-            record["steps"] = finetune(str(adapted), pairs_file, options)["steps"]
+            record["steps"] = finetune(start, pairs_file, options)["steps"]
         return record
 
     def encode() -> dict:
@@ -127,10 +139,15 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
         record_fusion(model, docs, fusion, index_reading(meta))
         return {"weak_pairs": fusion.evidence, "fusion": fusion.describe(), "held_out_of_training": len(held_out)}
 
-    done = {
-        "adapt": stages.run("adapt", f"EBAE + EBAR adaptation of {opts.model} on the corpus", adapt),
+    done = {}
+    if opts.pretrain_minutes:
+        done["adapt"] = stages.run("adapt", f"EBAE + EBAR adaptation of {opts.model} on the corpus", adapt)
+    else:
+        console.print(f"[dim]- adaptation: skipped (--pretrain-minutes 0), fine-tuning starts from {start}[/]")
+    tuned = "the adapted model" if opts.pretrain_minutes else start
+    done |= {
         "pairs": stages.run("pairs", f"weak pairs, the {len(held_out)} documents of the check held out", weak_pairs),
-        "finetune": stages.run("finetune", "contrastive fine-tuning of the adapted model on the weak pairs", fine_tune),
+        "finetune": stages.run("finetune", f"contrastive fine-tuning of {tuned} on the weak pairs", fine_tune),
         "encode": stages.run("encode", "encode the corpus with the fine-tuned model", encode),
         "index": stages.run("index", "index the embeddings", index),
         "check": stages.run("check", "BM25, the model and the hybrid on the held-out weak pairs", check),
@@ -142,6 +159,7 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
         "index": str(index_dir),
         "index_type": done["index"]["type"],
         "pairs": {k: done["pairs"][k] for k in ("rows", "sources", "skipped", "held_out")},
+        "finetuned_from": done["finetune"].get("from", str(adapted)),  # a stage record of an older llara lacks it
         "finetune_steps": done["finetune"]["steps"],
         "check": done["check"],
         "minutes": {name: stage["minutes"] for name, stage in done.items()},
