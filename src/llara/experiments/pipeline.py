@@ -21,6 +21,7 @@ judgements on the development suite is in benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,8 +51,12 @@ class PipelineOptions:
     )
     finetune_minutes: float = option(12.0, "contrastive fine-tuning budget in minutes")
 
-    def __post_init__(self) -> None:
-        if self.pretrain_minutes < 0 or self.finetune_minutes <= 0:
+    def validate(self) -> None:
+        """Both budgets before any stage runs (a bad fine-tuning budget would otherwise stop the pipeline
+        only after adaptation)."""
+        if not (self.pretrain_minutes >= 0 and self.finetune_minutes > 0) or not math.isfinite(
+            self.pretrain_minutes + self.finetune_minutes
+        ):
             raise LlaraError(
                 "--pretrain-minutes must be 0 or more and --finetune-minutes more than 0, got "
                 f"{self.pretrain_minutes} and {self.finetune_minutes}"
@@ -70,6 +75,7 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
     )
     from llara.data.beir import read_corpus
 
+    opts.validate()
     docs = read_corpus(corpus)  # every row validated before anything runs
     # the first documents of the check's seeded sample, at most a fifth of the corpus: the rest trains
     held_out = frozenset(sample_weak_pairs(docs, min(WEAK_PAIRS, len(docs) // HELD_OUT_PART))[0])
