@@ -67,12 +67,13 @@ def test_pipeline_runs_every_stage_holds_its_check_out_of_training_and_resumes(t
     assert "fusion: " in said and "recorded in" not in said
 
 
-def test_pipeline_without_adaptation_fine_tunes_the_model_itself(tiny_model_dir, arxiv_subset, tmp_path):
-    """--pretrain-minutes 0 (fine-tuning from the raw model beat 12 + 12 minutes on the suite): no adapt
-    stage, no adapted folder, fine-tuning starts from --model; a negative budget is refused in one line."""
+def test_pipeline_by_default_fine_tunes_the_model_itself(tiny_model_dir, arxiv_subset, tmp_path):
+    """No --pretrain-minutes (default 0: fine-tuning from the raw model beat 12 + 12 minutes on the suite):
+    no adapt stage, no adapted folder, fine-tuning starts from --model; a negative budget is refused in
+    one line."""
     out = tmp_path / "pipe"
     args = ["pipeline", "--corpus", arxiv_subset / "corpus.jsonl", "--output", out, "--model", tiny_model_dir]
-    res = run_cli(*args, "--pretrain-minutes", "0", "--finetune-minutes", "0.05")
+    res = run_cli(*args, "--finetune-minutes", "0.05")
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((out / "pipeline.json").read_text())
     assert report["finetuned_from"] == str(tiny_model_dir) and report["finetune_steps"] >= 1
