@@ -88,7 +88,8 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
     held_out = frozenset(sample_weak_pairs(docs, min(WEAK_PAIRS, len(docs) // HELD_OUT_PART))[0])
     stages = Stages(output / "stages", console)
     adapted, model, pairs_file = output / "adapted", output / "model", output / "pairs.jsonl"
-    start = str(adapted) if opts.pretrain_minutes else opts.model  # what fine-tuning starts from
+    adapting = opts.pretrain_minutes > 0
+    start = str(adapted) if adapting else opts.model  # what fine-tuning starts from
     embeddings, index_dir = output / "embeddings", output / "index"
 
     def adapt() -> dict:
@@ -153,14 +154,15 @@ def run_pipeline(corpus: Path, output: Path, opts: PipelineOptions, console: Con
         return {"weak_pairs": fusion.evidence, "fusion": fusion.describe(), "held_out_of_training": len(held_out)}
 
     done = {}
-    if opts.pretrain_minutes:
+    if adapting:
         done["adapt"] = stages.run("adapt", f"EBAE + EBAR adaptation of {opts.model} on the corpus", adapt)
+        tuned = "the adapted model"
     else:
         console.print(
             f"[dim]- adaptation: skipped (--pretrain-minutes 0, the default), fine-tuning starts from {start}; "
             "--pretrain-minutes 12 adapts it first[/]"
         )
-    tuned = "the adapted model" if opts.pretrain_minutes else start
+        tuned = start
     done |= {
         "pairs": stages.run("pairs", f"weak pairs, the {len(held_out)} documents of the check held out", weak_pairs),
         "finetune": stages.run("finetune", f"contrastive fine-tuning of {tuned} on the weak pairs", fine_tune),

@@ -12,6 +12,7 @@ This module and the two job modules import nothing heavy, so `llara --help` stay
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,13 +91,12 @@ class TrainOptions:
             raise LlaraError("give --max-steps or --max-time (or both)")
         if self.keep_checkpoints < 0:
             raise LlaraError(f"--keep-checkpoints must be 0 (all) or more, got {self.keep_checkpoints}")
-        for name in ("lr", "special_lr", "train_batch_size", "grad_accum", "save_every", "lora_r"):
-            if getattr(self, name) <= 0:
-                raise LlaraError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise LlaraError(f"--max-steps must be positive, got {self.max_steps}")
-        if self.max_time is not None and self.max_time <= 0:
-            raise LlaraError(f"--max-time must be positive, got {self.max_time}")
+        positive = ("lr", "special_lr", "train_batch_size", "grad_accum", "save_every", "lora_r")
+        for name in (*positive, "max_steps", "max_time"):
+            value = getattr(self, name)
+            # finite as well: `value <= 0` let NaN through (a NaN learning rate trains nothing)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise LlaraError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.deepspeed and not Path(self.deepspeed).is_file():
             raise LlaraError("DeepSpeed config not found", self.deepspeed)
         if self.output.exists() and not self.resume and any(self.output.iterdir()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -117,9 +118,9 @@ class FinetuneOptions(TrainOptions):
         super().validate()
         if self.group_size < 1:
             raise LlaraError(f"--group-size must be at least 1, got {self.group_size}")
-        if self.temperature <= 0:
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):  # NaN included
             raise LlaraError(f"--temperature must be positive, got {self.temperature}")
-        if self.epochs is not None and self.epochs <= 0:
+        if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise LlaraError(f"--epochs must be positive, got {self.epochs:g}")
         if self.grad_cache_chunk < 1:
             raise LlaraError(f"--grad-cache-chunk must be at least 1, got {self.grad_cache_chunk}")
