@@ -41,7 +41,7 @@ def test_parse_range():
 
 def test_pairs_on_real_arxiv(arxiv_tagged_dir, tmp_path):
     out = tmp_path / "pairs.jsonl"
-    summary = pairs(arxiv_tagged_dir / "corpus.jsonl", out, negatives=5)
+    summary = pairs(arxiv_tagged_dir / "corpus.jsonl", out, negatives=5, min_rows=0)  # one row a document
     got = rows(out)
     corpus = {json.loads(line)["_id"]: json.loads(line) for line in (arxiv_tagged_dir / "corpus.jsonl").open()}
     assert summary.rows == len(got) == len(corpus)  # every arXiv paper has a title
@@ -95,7 +95,7 @@ def test_pairs_from_a_corpus_without_titles(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
     out = tmp_path / "p.jsonl"
-    result = run_cli("pairs", "--corpus", corpus, "--output", out, "--negatives", "3")
+    result = run_cli("pairs", "--corpus", corpus, "--output", out, "--negatives", "3", "--min-rows", "0")
     assert result.returncode == 0, result.stderr
     line = " ".join(result.stderr.split())
     assert "4 rows (1 title, 2 sentence, 1 span queries)" in line and "1 no title, one sentence" in line, line
@@ -111,6 +111,44 @@ def test_pairs_from_a_corpus_without_titles(tmp_path):
     corpus.write_text(json.dumps({"_id": "1", "text": "two words"}) + "\n")
     bad = run_cli("pairs", "--corpus", corpus, "--output", tmp_path / "none.jsonl")
     assert bad.returncode == 2 and "no document can give" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_small_corpus_gives_further_queries_until_min_rows(tmp_path):
+    """Below --min-rows, each document whose query is a sentence gives another sentence a round, then
+    spans; one whose query is a span gives spans; a titled document keeps its title alone. Never the same
+    query twice, never the query's words in its positive; ceil(min_rows / documents) rounds, stopping once
+    no document has a new query."""
+    sentences = [f"Sentence number {w} talks about topic {w} at length." for w in ("one", "two", "three")]
+    docs = [
+        {"_id": "a", "title": "Three sentences", "text": " ".join(sentences)},
+        {"_id": "b", "title": "", "text": " ".join(s.replace("topic", "subject") for s in sentences)},
+        {"_id": "c", "title": "", "text": "one two three four five six seven eight nine ten eleven twelve"},
+    ]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    out = tmp_path / "p.jsonl"
+    summary = pairs(corpus, out, negatives=2, min_rows=12)  # four rounds
+    got = rows(out)
+    by_doc = {d["_id"]: [r["source"] for r in got if r["doc_id"] == d["_id"]] for d in docs}
+    assert by_doc == {"a": ["title"], "b": ["sentence"] * 3 + ["span"], "c": ["span"] * 4}
+    assert summary.rows == len(got) == 9 and summary.rounds == 4
+    assert summary.sources == {"title": 1, "sentence": 3, "span": 5}
+    for doc_id in "bc":
+        queries = [r["query"] for r in got if r["doc_id"] == doc_id]
+        assert len(set(queries)) == len(queries)  # never the same query twice
+    assert all(r["query"] not in r["pos"][0] for r in got if r["source"] != "title")
+    assert read_train_file(out) and all(r["doc_id"] not in r["neg_ids"] for r in got)
+    # "c" has 9 spans of 4 words: rounds go on while a document has a new query, then stop
+    summary = pairs(corpus, out, negatives=2, min_rows=10_000)
+    assert summary.rows == len(rows(out)) < 10_000 and summary.rounds > 9
+    assert sum(r["doc_id"] == "c" for r in rows(out)) == 9
+    assert pairs(corpus, out, "title", negatives=2, min_rows=100).rows == 1  # a title is one query only
+    assert pairs(corpus, out, negatives=2, min_rows=3).rows == 3  # enough first queries: one a document
+    res = run_cli("pairs", "--corpus", corpus, "--output", out, "--min-rows", "6")
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 0 and "5 rows" in said and "up to 2 a document (--min-rows 6)" in said, said
+    bad = run_cli("pairs", "--corpus", corpus, "--output", tmp_path / "bad.jsonl", "--min-rows", "-1")
+    assert bad.returncode == 2 and "--min-rows must be 0 or more" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_mine_bm25_excludes_positives_and_respects_range(arxiv_subset, tmp_path):

@@ -71,6 +71,7 @@ def _pairs(o: PairsOptions) -> None:
     s = pairs(
         o.corpus, o.output, o.query_source.value, o.negatives, o.rank_range, o.seed,
         generator=o.generator, generation_batch_size=o.generation_batch_size, precision=o.precision.value,
+        min_rows=o.min_rows,
     )  # fmt: skip
     sources = ", ".join(f"{n} {source}" for source, n in s.sources.items())
     skipped = "; skipped documents: " + ", ".join(f"{n} {why}" for why, n in s.skipped.items()) if s.skipped else ""
@@ -79,7 +80,8 @@ def _pairs(o: PairsOptions) -> None:
         if s.generated_unused
         else ""
     )
-    line = f"wrote {o.output}: {s.rows} rows ({sources} queries), {s.negatives} negatives{skipped}{unused}"
+    rounds = f", up to {s.rounds} a document (--min-rows {o.min_rows})" if s.rounds > 1 else ""
+    line = f"wrote {o.output}: {s.rows} rows ({sources} queries{rounds}), {s.negatives} negatives{skipped}{unused}"
     console.print(line, soft_wrap=True)
 
 

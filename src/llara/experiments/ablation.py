@@ -223,7 +223,8 @@ def run_ablation(data_dir: Path, output: Path, opts: AblationOptions, console: C
         summary = stages.run(
             "pairs",
             f"weak pairs ({mode} -> text, BM25 negatives)",
-            lambda: vars(pairs(corpus_file, train_file, query_mode=mode, negatives=PAIR_NEGATIVES)),
+            # one query a document (min_rows=0): the ablation's figures were measured so
+            lambda: vars(pairs(corpus_file, train_file, query_mode=mode, negatives=PAIR_NEGATIVES, min_rows=0)),
         )
         training.update(file=str(train_file), rows=summary["rows"])
 

@@ -8,6 +8,7 @@ negatives from a rank range, never a judged positive. `pairs`: no labels at all;
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from llara import settings
 from llara.data.beir import format_document
 from llara.data.io import write_jsonl
-from llara.data.weak_pairs import PAIR_SOURCES, SKIP_REASON, make_pair, normalized, strip_title
+from llara.data.weak_pairs import PAIR_SOURCES, SKIP_REASON, make_further_pair, make_pair, normalized, strip_title
 from llara.errors import LlaraError
 from llara.retrieval.runs import Run
 from llara.settings import Precision, option
@@ -50,6 +51,7 @@ class MineSummary:
     sources: dict[str, int] = field(default_factory=dict)  # `llara pairs`: rows per query source
     held_out: int = 0  # documents kept out of the rows (`llara pipeline`'s weak-pair check)
     generated_unused: int = 0  # --query-source generated: queries empty or copied from their document
+    rounds: int = 1  # `llara pairs`: the most queries one document gave (rounds of `further_rows`)
 
 
 class MineMethod(StrEnum):
@@ -80,6 +82,12 @@ class MineOptions:
     precision: Precision = settings.precision()
 
 
+# A corpus whose documents give fewer queries than this gives further ones (`further_rows`): about what
+# 12 minutes of fine-tuning on 2 CPU cores train on (~210 steps of 8 rows), so that such a run does not
+# pass over the same sentence queries again and again. Where it came from: benchmarks/RESULTS.md.
+MIN_ROWS = 2048
+
+
 @dataclass(frozen=True)
 class PairsOptions:
     """What `llara pairs` takes."""
@@ -101,6 +109,11 @@ class PairsOptions:
     )
     generation_batch_size: int = option(16, "--query-source generated: documents per generation batch")
     precision: Precision = settings.precision()
+    min_rows: int = option(
+        MIN_ROWS,
+        "while the rows number fewer, each document whose query is a sentence or a span gives one more "
+        "(another sentence, else a span; a titled document keeps its title alone); 0: one query a document",
+    )
 
 
 # ---------------------------------------------------------------------------------------- mine
@@ -167,6 +180,36 @@ def mine(
 
 
 # --------------------------------------------------------------------------------------- pairs
+def further_rows(
+    corpus: dict[str, dict[str, str]],
+    made: dict[str, tuple[str, str, str]],
+    min_rows: int,
+    rng: random.Random,
+    summary: MineSummary,
+) -> list[tuple[str, str, str, str]]:
+    """Where the documents' first queries number fewer than `min_rows`: rounds of one more query from
+    every document whose first was a sentence or a span (another sentence, else a span:
+    `make_further_pair`), so that fine-tuning on a small corpus meets new queries on each pass instead of
+    the same rows again. ceil(min_rows / first queries) rounds in all, each whole, so that no document
+    gets more than another by its place in the corpus or because the others ran out; none once a round
+    adds nothing."""
+    given = {d: {normalized(query)} for d, (query, *_) in made.items()}
+    rows: list[tuple[str, str, str, str]] = []
+    for _ in range(1, math.ceil(min_rows / len(made))):
+        added = [
+            (doc_id, *pair)
+            for doc_id, (*_, first_source) in made.items()
+            if (pair := make_further_pair(corpus[doc_id], first_source, given[doc_id], rng)) is not None
+        ]
+        if not added:
+            break
+        for doc_id, query, *_ in added:
+            given[doc_id].add(normalized(query))
+        rows += added
+        summary.rounds += 1
+    return rows
+
+
 def pairs(
     corpus_path: str | Path,
     output: str | Path,
@@ -178,8 +221,10 @@ def pairs(
     generator: str = settings.DEFAULT_MODEL,
     generation_batch_size: int = 16,
     precision: str = "auto",
+    min_rows: int = MIN_ROWS,
 ) -> MineSummary:
-    """Weak supervision from an unlabeled BEIR corpus.jsonl: one row per usable document. Documents in
+    """Weak supervision from an unlabeled BEIR corpus.jsonl: one row per usable document, and where that
+    makes fewer than `min_rows`, rounds of further queries from each (`further_rows`). Documents in
     `hold_out` give no row (they may still be another row's negative): `llara pipeline` keeps the
     documents of its weak-pair check (llara.calibration) out of training, so the check stays held out.
     `generated` queries are written by `generator`; a document it writes none for takes `auto`'s."""
@@ -188,6 +233,8 @@ def pairs(
 
     if query_mode not in ("auto", *PAIR_SOURCES, GENERATED):
         raise LlaraError(f"--query-source must be auto, {', '.join(PAIR_SOURCES)}, {GENERATED}; got {query_mode!r}")
+    if min_rows < 0:
+        raise LlaraError(f"--min-rows must be 0 or more, got {min_rows}")
     lo, hi = parse_range(rank_range)
     corpus = read_corpus(corpus_path, keep_empty=False)  # an empty document is no query, positive or negative
     rng = random.Random(seed)
@@ -219,25 +266,27 @@ def pairs(
             summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
         else:
             made[doc_id] = pair
-            summary.sources[pair[2]] = summary.sources.get(pair[2], 0) + 1
     if not made:
         raise LlaraError(f"no document can give a ({query_mode}, text) pair: {SKIP_REASON[fallback]}", corpus_path)
+    made_rows = [(doc_id, *pair) for doc_id, pair in made.items()]
+    made_rows += further_rows(corpus, made, min_rows, random.Random(seed + 1), summary)
+    for *_, source in made_rows:
+        summary.sources[source] = summary.sources.get(source, 0) + 1
     texts = forms["title" if query_mode == "title" else "text"]  # what BM25 ranks
     doc_ids = [d for d in corpus if texts[d]]
     bm25 = BM25(doc_ids, [texts[d] for d in doc_ids])
-    qids = list(made)
-    run = bm25.search(qids, [made[d][0] for d in qids], k=min(hi + 1, len(doc_ids)))
+    qids = [str(i) for i in range(len(made_rows))]
+    run = bm25.search(qids, [query for _, query, *_ in made_rows], k=min(hi + 1, len(doc_ids)))
     titles = {d: normalized(doc["title"]) for d, doc in corpus.items()}
     same_text = {d: normalized(forms["text"][d]) for d in corpus}  # real corpora repeat records under other ids
     rows = []
-    for doc_id in qids:
-        query, positive, source = made[doc_id]
+    for qid, (doc_id, query, positive, source) in zip(qids, made_rows, strict=True):
         form = forms["title" if source == "title" else "text"]
         same = titles[doc_id]
         # Never the document itself, nor one with the same title or text (a duplicate is no negative).
         candidates = [
             d
-            for d in ranked(run.get(doc_id, {}))
+            for d in ranked(run.get(qid, {}))
             if d != doc_id and not (same and titles[d] == same) and same_text[d] != same_text[doc_id] and form[d]
         ]
         neg_ids = sample_negatives(candidates[lo:hi], negatives, rng)
