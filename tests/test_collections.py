@@ -312,7 +312,7 @@ def test_a_utf16_file_is_named_as_such(tmp_path):
 def test_pairs_leaves_empty_documents_out_with_a_count(tmp_path):
     data = write_cranfield_like(tmp_path / "cranfield")
     out = tmp_path / "pairs.jsonl"
-    res = run_cli("pairs", "--corpus", data / "corpus.jsonl", "--output", out, "--negatives", "3", "--min-rows", "0")
+    res = run_cli("pairs", "--corpus", data / "corpus.jsonl", "--output", out, "--negatives", "3")
     assert res.returncode == 0, res.stderr
     assert warning_lines(res.stderr) == [f"warning: 2 empty documents left out (first: {data / 'corpus.jsonl'}:5)"]
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -41,7 +41,7 @@ def test_parse_range():
 
 def test_pairs_on_real_arxiv(arxiv_tagged_dir, tmp_path):
     out = tmp_path / "pairs.jsonl"
-    summary = pairs(arxiv_tagged_dir / "corpus.jsonl", out, negatives=5, min_rows=0)  # one row a document
+    summary = pairs(arxiv_tagged_dir / "corpus.jsonl", out, negatives=5)  # titled: one row a document
     got = rows(out)
     corpus = {json.loads(line)["_id"]: json.loads(line) for line in (arxiv_tagged_dir / "corpus.jsonl").open()}
     assert summary.rows == len(got) == len(corpus)  # every arXiv paper has a title

@@ -40,7 +40,7 @@ def test_a_document_given_no_query_takes_auto_and_the_summary_counts_both(tmp_pa
         return ["nearest neighbour vectors", "", "stemming and recall"]
 
     monkeypatch.setattr("llara.training.query_generation.generate_queries", fake_generate)
-    summary = mining.pairs(corpus, tmp_path / "p.jsonl", "generated", negatives=2, min_rows=0)
+    summary = mining.pairs(corpus, tmp_path / "p.jsonl", "generated", negatives=2, hold_out=frozenset())
     assert summary.sources == {"generated": 2, "title": 1}
     got = {r["doc_id"]: r for r in rows(tmp_path / "p.jsonl")}
     assert got["a"]["query"] == "nearest neighbour vectors" and got["a"]["source"] == "generated"
@@ -70,7 +70,7 @@ def test_smollm2_through_llara_pairs(arxiv_subset, smollm2_dir, tmp_path):
     corpus.write_text("\n".join(lines) + "\n")
     out = tmp_path / "pairs.jsonl"
     res = run_cli("pairs", "--corpus", corpus, "--output", out, "--query-source", "generated",
-                  "--generator", smollm2_dir, "--negatives", "2", "--min-rows", "0")  # fmt: skip
+                  "--generator", smollm2_dir, "--negatives", "2")  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     said = " ".join((res.stdout + res.stderr).split())
     got = rows(out)
