@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,12 @@ def llara(*args: str) -> float:
 
 
 def train(
-    name: str, folder: Path, pretrain_minutes: float, finetune_minutes: float, base: str = "smollm2"
+    name: str,
+    folder: Path,
+    pretrain_minutes: float,
+    finetune_minutes: float,
+    base: str = "smollm2",
+    finetune_args: tuple[str, ...] = (),
 ) -> tuple[str, dict]:
     """The no-label pipeline at the CLI defaults; the fine-tuned model's folder and each command's minutes.
     With `pretrain_minutes` 0 the model is fine-tuned from `base` itself (the paper's "fine-tuned from the
@@ -105,15 +111,18 @@ def train(
             str(ft),
             "--max-time",
             f"{finetune_minutes}",
+            *finetune_args,
         )
     return str(ft), minutes
 
 
-def encode_runs(name: str, model: str, folder: Path, long_documents: str, k: int = 1000) -> dict:
+def encode_runs(
+    name: str, model: str, folder: Path, long_documents: str, k: int = 1000, query_max_length: int | None = None
+) -> dict:
     """BM25's and the dense model's runs of the judged queries and of the held-out weak pairs, written
     to `folder` (TREC runs, weak-pair qrels), so every fusion rule can be computed from them later."""
     data = load_beir(DATA / name)
-    encoder = LlaraEncoder.from_pretrained(model)
+    encoder = LlaraEncoder.from_pretrained(model, query_max_length=query_max_length)
     t = time.perf_counter()
     bm25 = evaluate_bm25(data, k).run
     dense, timings, encoded = exact_search(encoder, data.corpus, data.queries, k, long_documents=long_documents)
@@ -261,6 +270,12 @@ def main() -> None:
     )
     ap.add_argument("--long-documents", choices=("split", "truncate"), default="split")
     ap.add_argument("--data", type=Path, default=DATA, help="the folder holding the collections (BEIR layout)")
+    ap.add_argument(
+        "--query-max-length", type=int, default=None, help="encode queries at this length (default: the model's)"
+    )
+    ap.add_argument(
+        "--finetune-args", default="", help='more `llara finetune` flags, e.g. "--group-size 1" (default: none)'
+    )
     args = ap.parse_args()
     DATA = args.data
     results = []
@@ -275,8 +290,15 @@ def main() -> None:
             elif args.pretrain_minutes is not None:
                 if args.models is not None and (args.models / name / "pairs.jsonl").is_file():
                     shutil.copy(args.models / name / "pairs.jsonl", folder / "pairs.jsonl")  # the same pairs
-                model, minutes = train(name, folder, args.pretrain_minutes, args.finetune_minutes, args.model)
-            timing = encode_runs(name, model, folder, args.long_documents)
+                model, minutes = train(
+                    name,
+                    folder,
+                    args.pretrain_minutes,
+                    args.finetune_minutes,
+                    args.model,
+                    tuple(shlex.split(args.finetune_args)),
+                )
+            timing = encode_runs(name, model, folder, args.long_documents, query_max_length=args.query_max_length)
             done.write_text(json.dumps({"model": model, "training_minutes": minutes, **timing}))
         result = collection(name, folder) | json.loads(done.read_text())
         (folder / "result.json").write_text(json.dumps(result, indent=1))

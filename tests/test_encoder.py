@@ -49,6 +49,23 @@ def test_queries_and_passages_use_different_prompts(encoder):
     assert np.allclose(q, encoder.encode(TEXTS[:2], prompt_type="query"))
 
 
+def test_long_queries_are_read_whole_by_default(tiny_model_dir):
+    """A query is read up to QUERY_MAX_LENGTH tokens (256), not the reference's training length (64): two
+    queries that differ only after their first 40 words embed apart, and alike when cut at 64 tokens."""
+    from llara.settings import QUERY_MAX_LENGTH
+
+    head = " ".join(["information retrieval for library catalogues"] * 8)  # 40 words
+    queries = [f"{head} about medicine", f"{head} about newspapers"]
+    whole = LlaraEncoder.from_pretrained(tiny_model_dir, precision="fp32")
+    assert whole.max_length["query"] == QUERY_MAX_LENGTH == 256
+    assert max(len(ids) for ids in whole.prompts.build(queries, "query", 10_000)) <= QUERY_MAX_LENGTH
+    a, b = whole.encode_queries(queries)
+    assert not np.allclose(a, b, atol=1e-4)
+    cut = LlaraEncoder.from_pretrained(tiny_model_dir, precision="fp32", query_max_length=64)
+    a, b = cut.encode_queries(queries)
+    assert np.allclose(a, b, atol=1e-6)
+
+
 def test_unnormalised_and_torch_output(encoder):
     t = encoder.encode(TEXTS[:2], normalize_embeddings=False, convert_to_numpy=False)
     assert isinstance(t, torch.Tensor) and not torch.allclose(t.norm(dim=1), torch.ones(2))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from llara.errors import LlaraError
+from llara.settings import PASSAGE_MAX_LENGTH, QUERY_MAX_LENGTH
 from llara.training.finetune.data import TrainDataset, read_train_file
 from tests.conftest import run_cli
 
@@ -80,8 +81,8 @@ def test_finetune_cli_end_to_end(tiny_model_dir, tmp_path):
     config = json.loads((out / "llara.json").read_text())
     assert config["recipe"] == "reference" and config["training"][-1]["grad_cache"] is True
     assert config["training"][-1]["stage"] == "finetune" and config["llara_version"]
-    # trained shorter than the encoding defaults: it still reads whole texts at 64/256
-    assert (config["query_max_length"], config["passage_max_length"]) == (64, 256)
+    # trained shorter than the encoding defaults: it still reads whole texts at those
+    assert (config["query_max_length"], config["passage_max_length"]) == (QUERY_MAX_LENGTH, PASSAGE_MAX_LENGTH)
     assert (config["training"][-1]["query_max_length"], config["training"][-1]["passage_max_length"]) == (36, 40)
     assert (tmp_path / "ft-checkpoints" / "checkpoint-2").is_dir()
     texts = ["dense passage retrieval", "library data"]
@@ -107,14 +108,14 @@ def test_finetune_cli_bad_input_writes_nothing(tiny_model_dir, tmp_path):
 
 
 def test_trained_lengths_travel_with_the_model(tiny_model_dir, tmp_path):
-    """A model fine-tuned at query 80 / passage 300 tokens (longer than the 64/256 defaults) is evaluated,
-    encoded and exported at 80 / 300, unless a flag says otherwise."""
+    """A model fine-tuned at query 280 / passage 300 tokens (longer than the 256/256 defaults) is evaluated,
+    encoded and exported at 280 / 300, unless a flag says otherwise."""
     from tests.conftest import write_beir
 
     out = tmp_path / "ft"
     train = write_rows(tmp_path / "t.jsonl", ROWS)
     args = ["finetune", "--model", tiny_model_dir, "--train", train, "--output", out, "--max-steps", "1"]
-    result = run_cli(*args, "--group-size", "2", "--precision", "fp32", "--query-max-length", "80",
+    result = run_cli(*args, "--group-size", "2", "--precision", "fp32", "--query-max-length", "280",
                      "--passage-max-length", "300")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     docs = [{"_id": f"d{i}", "title": "", "text": r["pos"][0]} for i, r in enumerate(ROWS)]
@@ -128,17 +129,17 @@ def test_trained_lengths_travel_with_the_model(tiny_model_dir, tmp_path):
         info = json.loads((ev / "metrics.json").read_text())["info"]
         return info["query_max_length"], info["passage_max_length"]
 
-    assert evaluated_lengths() == (80, 300)
+    assert evaluated_lengths() == (280, 300)
     assert evaluated_lengths("--query-max-length", "50") == (50, 300)  # a flag overrides the saved value
     emb = tmp_path / "emb"
     r = run_cli("encode", "--model", out, "--corpus", data / "corpus.jsonl", "--output", emb, "--precision", "fp32")
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads(next(emb.glob("*manifest*.json")).read_text())
-    assert (manifest["query_max_length"], manifest["passage_max_length"]) == (80, 300)
+    assert (manifest["query_max_length"], manifest["passage_max_length"]) == (280, 300)
     r = run_cli("export", "--model", out, "--output", tmp_path / "exported")
     assert r.returncode == 0, r.stderr[-2000:]
     exported = json.loads((tmp_path / "exported" / "llara.json").read_text())
-    assert (exported["query_max_length"], exported["passage_max_length"]) == (80, 300)
+    assert (exported["query_max_length"], exported["passage_max_length"]) == (280, 300)
     assert [s["stage"] for s in exported["training"]] == ["finetune"]
 
 
@@ -173,8 +174,8 @@ def test_cli_records_the_profile_it_trained_with(tiny_model_dir, tmp_path):
     assert stage["profile"] == profile and stage["group_size"] == PROFILES[profile]["group_size"]
     query = PROFILES[profile]["query_max_length"]
     assert (stage["query_max_length"], stage["passage_max_length"]) == (query, 48)
-    # the encoding lengths never shrink to the training ones (the base model encodes at 64/256)
-    assert (config["query_max_length"], config["passage_max_length"]) == (max(64, query), 256)
+    # the encoding lengths never shrink to the training ones (the base model encodes at the defaults)
+    assert (config["query_max_length"], config["passage_max_length"]) == (max(QUERY_MAX_LENGTH, query), 256)
 
 
 def test_epochs_stop_a_timed_run(tiny_model_dir, tmp_path):

@@ -8,6 +8,7 @@ import pytest
 
 from llara.errors import LlaraError
 from llara.modeling.config import ModelConfig
+from llara.settings import QUERY_MAX_LENGTH
 
 
 def write(folder, data):
@@ -37,7 +38,8 @@ def test_layouts_written_by_earlier_versions_still_load(tmp_path):
     assert config.training == ({"stage": "finetune", **nested},)
     pretrained = write(tmp_path / "pt", {"recipe": "paper", "stage": "pretrain", "chunk_tokens": 96, "lm_loss": False})
     config = ModelConfig.load(pretrained)
-    assert config.recipe == "paper" and config.training[0]["chunk_tokens"] == 96 and config.query_max_length == 64
+    assert config.recipe == "paper" and config.training[0]["chunk_tokens"] == 96
+    assert config.query_max_length == QUERY_MAX_LENGTH  # none saved: the default
 
 
 @pytest.mark.parametrize(

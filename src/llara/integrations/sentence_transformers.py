@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 from sentence_transformers.base.modules import InputModule
 
-from llara.modeling.config import CONFIG_NAME, DEFAULT_TEXT_CASE, ModelConfig
+from llara.modeling.config import (
+    CONFIG_NAME,
+    DEFAULT_PASSAGE_MAX_LENGTH,
+    DEFAULT_QUERY_MAX_LENGTH,
+    DEFAULT_TEXT_CASE,
+    ModelConfig,
+)
 from llara.modeling.embedder import last_hidden_state, pool
 from llara.modeling.prompts import PromptBuilder
 from llara.modeling.recipes import Recipe, load_recipe
@@ -43,8 +49,8 @@ class LlaraModule(InputModule):
         model,
         tokenizer,
         recipe: str | dict | Recipe = "reference",
-        query_max_length: int = 64,
-        passage_max_length: int = 256,
+        query_max_length: int = DEFAULT_QUERY_MAX_LENGTH,
+        passage_max_length: int = DEFAULT_PASSAGE_MAX_LENGTH,
         training: tuple[dict, ...] = (),
         text_case: str = DEFAULT_TEXT_CASE,
     ) -> None:

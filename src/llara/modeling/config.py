@@ -2,10 +2,10 @@
 
 One schema, written by every command that saves a model (pretrain, finetune, their checkpoints,
 export, `LlaraEncoder.save_pretrained`) and read by every command that loads one, so a model encodes
-the way it was trained: a model fine-tuned at query 32 / passage 128 tokens is encoded at 32 / 128
-unless a command-line flag says otherwise.
+the way it was saved: at the lengths its llara.json records unless a command-line flag says otherwise
+(fine-tuning records its training lengths where they are longer than the model's, never shorter).
 
-    {"recipe": "reference", "pooling": "last-8", "query_max_length": 64, "passage_max_length": 256,
+    {"recipe": "reference", "pooling": "last-8", "query_max_length": 256, "passage_max_length": 256,
      "text_case": "fold-capitals",
      "recipe_spec": {"name": "reference", "passage": "...", "query": "...", ...},
      "training": [{"stage": "pretrain", ...}, {"stage": "finetune", ...}], "llara_version": "0.1.0",
@@ -30,14 +30,13 @@ from pathlib import Path
 
 from llara.errors import LlaraError
 from llara.modeling.recipes import BUILTIN_RECIPES, Recipe, builtin_recipe, load_recipe
-from llara.settings import TEXT_CASES
+from llara.settings import PASSAGE_MAX_LENGTH, QUERY_MAX_LENGTH, TEXT_CASES
 from llara.version import __version__
 
 CONFIG_NAME = "llara.json"
-# The one home of the encoding defaults (the reference's query length; passages as in docs/method.md).
 DEFAULT_RECIPE = "reference"
-DEFAULT_QUERY_MAX_LENGTH = 64
-DEFAULT_PASSAGE_MAX_LENGTH = 256
+DEFAULT_QUERY_MAX_LENGTH = QUERY_MAX_LENGTH  # why these lengths: llara.settings
+DEFAULT_PASSAGE_MAX_LENGTH = PASSAGE_MAX_LENGTH
 # A text in capitals only is read in lower case (TIME at 12 + 12: dense 0.186 -> 0.575, benchmarks/RESULTS.md).
 DEFAULT_TEXT_CASE = "fold-capitals"
 

@@ -24,10 +24,10 @@ class ServeOptions:
     served_model_name: str | None = option(None, "the name clients send as 'model' (default: --model as given)")
     recipe: str | None = settings.recipe()
     query_max_length: int | None = option(
-        None, "query tokens, prompt included (default: the index's, the model's, or 64)"
+        None, f"query tokens, prompt included (default: the index's, the model's, or {settings.QUERY_MAX_LENGTH})"
     )
     passage_max_length: int | None = option(
-        None, "passage tokens, prompt included (default: the index's, the model's, or 256)"
+        None, f"passage tokens, prompt included (default: the index's, the model's, or {settings.PASSAGE_MAX_LENGTH})"
     )
     precision: Precision = settings.precision()
     batch_size: int = option(
