@@ -175,7 +175,8 @@ def test_cli_records_the_profile_it_trained_with(tiny_model_dir, tmp_path):
     query = PROFILES[profile]["query_max_length"]
     assert (stage["query_max_length"], stage["passage_max_length"]) == (query, 48)
     # the encoding lengths never shrink to the training ones (the base model encodes at the defaults)
-    assert (config["query_max_length"], config["passage_max_length"]) == (max(QUERY_MAX_LENGTH, query), 256)
+    encoding = (config["query_max_length"], config["passage_max_length"])
+    assert encoding == (max(QUERY_MAX_LENGTH, query), PASSAGE_MAX_LENGTH)
 
 
 def test_epochs_stop_a_timed_run(tiny_model_dir, tmp_path):

@@ -14,18 +14,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llara.data.beir import format_document
 from llara.errors import LlaraError
-from llara.modeling.config import (
-    DEFAULT_PASSAGE_MAX_LENGTH,
-    DEFAULT_QUERY_MAX_LENGTH,
-    DEFAULT_RECIPE,
-    DEFAULT_TEXT_CASE,
-    ModelConfig,
-)
+from llara.modeling.config import DEFAULT_RECIPE, DEFAULT_TEXT_CASE, ModelConfig
 from llara.modeling.embedder import embed
 from llara.modeling.loading import device_of_rank, load_model, model_fingerprint
 from llara.modeling.precision import autocast_dtype
 from llara.modeling.prompts import Passages, PromptBuilder, add_special_tokens
 from llara.modeling.recipes import Recipe, load_recipe
+from llara.settings import PASSAGE_MAX_LENGTH, QUERY_MAX_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +69,8 @@ class LlaraEncoder:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         recipe: str | os.PathLike | dict | Recipe = DEFAULT_RECIPE,
-        query_max_length: int = DEFAULT_QUERY_MAX_LENGTH,
-        passage_max_length: int = DEFAULT_PASSAGE_MAX_LENGTH,
+        query_max_length: int = QUERY_MAX_LENGTH,
+        passage_max_length: int = PASSAGE_MAX_LENGTH,
         precision: str = "auto",
         device: str | torch.device | None = None,
         training: tuple[dict, ...] = (),

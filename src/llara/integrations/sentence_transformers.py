@@ -20,16 +20,11 @@ from pathlib import Path
 import torch
 from sentence_transformers.base.modules import InputModule
 
-from llara.modeling.config import (
-    CONFIG_NAME,
-    DEFAULT_PASSAGE_MAX_LENGTH,
-    DEFAULT_QUERY_MAX_LENGTH,
-    DEFAULT_TEXT_CASE,
-    ModelConfig,
-)
+from llara.modeling.config import CONFIG_NAME, DEFAULT_TEXT_CASE, ModelConfig
 from llara.modeling.embedder import last_hidden_state, pool
 from llara.modeling.prompts import PromptBuilder
 from llara.modeling.recipes import Recipe, load_recipe
+from llara.settings import PASSAGE_MAX_LENGTH, QUERY_MAX_LENGTH
 
 # Saved as the model's ST prompts; preprocess() maps them back to a side and never prepends them.
 SIDE_MARKERS = {"query": "<llara:query>", "document": "<llara:passage>"}
@@ -49,8 +44,8 @@ class LlaraModule(InputModule):
         model,
         tokenizer,
         recipe: str | dict | Recipe = "reference",
-        query_max_length: int = DEFAULT_QUERY_MAX_LENGTH,
-        passage_max_length: int = DEFAULT_PASSAGE_MAX_LENGTH,
+        query_max_length: int = QUERY_MAX_LENGTH,
+        passage_max_length: int = PASSAGE_MAX_LENGTH,
         training: tuple[dict, ...] = (),
         text_case: str = DEFAULT_TEXT_CASE,
     ) -> None:

@@ -35,8 +35,6 @@ from llara.version import __version__
 
 CONFIG_NAME = "llara.json"
 DEFAULT_RECIPE = "reference"
-DEFAULT_QUERY_MAX_LENGTH = QUERY_MAX_LENGTH  # why these lengths: llara.settings
-DEFAULT_PASSAGE_MAX_LENGTH = PASSAGE_MAX_LENGTH
 # A text in capitals only is read in lower case (TIME at 12 + 12: dense 0.186 -> 0.575, benchmarks/RESULTS.md).
 DEFAULT_TEXT_CASE = "fold-capitals"
 
@@ -46,8 +44,8 @@ class ModelConfig:
     # Given: anything `load_recipe` takes (a built-in name, a recipe file, recipe data, a Recipe).
     # Held: the recipe's name here, the recipe itself in `recipe_spec`.
     recipe: str = DEFAULT_RECIPE
-    query_max_length: int = DEFAULT_QUERY_MAX_LENGTH
-    passage_max_length: int = DEFAULT_PASSAGE_MAX_LENGTH
+    query_max_length: int = QUERY_MAX_LENGTH  # why these lengths: llara.settings
+    passage_max_length: int = PASSAGE_MAX_LENGTH
     training: tuple[dict, ...] = ()  # the training stages, oldest first: {"stage": "pretrain" | "finetune", ...}
     llara_version: str = field(default=__version__)
     recipe_spec: Recipe | None = None  # filled in from `recipe` unless it already is the recipe of that name
@@ -116,8 +114,8 @@ class ModelConfig:
             raise LlaraError("expected a list of objects", path, None, "training")
         values = {}
         for key, default in (
-            ("query_max_length", DEFAULT_QUERY_MAX_LENGTH),
-            ("passage_max_length", DEFAULT_PASSAGE_MAX_LENGTH),
+            ("query_max_length", QUERY_MAX_LENGTH),
+            ("passage_max_length", PASSAGE_MAX_LENGTH),
         ):
             value = data.get(key, nested.get(key, default))
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
