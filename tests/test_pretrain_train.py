@@ -91,6 +91,34 @@ def test_max_time_stops_and_saves(tiny_model_dir, corpus, tmp_path):
     assert [p.name for p in o.checkpoint_dir.iterdir()] == ["checkpoint-1"]
 
 
+def test_max_time_decays_the_rate_by_the_clock_and_resume_keeps_the_clock(tiny_model_dir, corpus, tmp_path):
+    """--max-time alone with pretraining's --lr-decay: the rate at step s is the held schedule's (warm-up
+    over 10 steps, then --lr) times the share of the time budget left, so it falls with the clock towards
+    0 at the limit. A checkpoint records the minutes trained, and a resumed run counts from them: resumed
+    at the limit, it stops after one step instead of training another full budget."""
+
+    def rates(o):  # (step, rate / the held schedule's rate) of the run's only checkpoint
+        (ckpt,) = o.checkpoint_dir.iterdir()
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        logs = [h for h in state["log_history"] if "learning_rate" in h and h["step"] > 1]
+        # the rate logged at step s is the one step s ran at: the schedule's value after s - 1 steps
+        return ckpt, state, [h["learning_rate"] / (o.lr * min(1.0, (h["step"] - 1) / 10)) for h in logs]
+
+    o = opts(tmp_path, max_steps=None, max_time=0.1, save_every=10**6)  # 6 s
+    run_pretrain(str(tiny_model_dir), corpus, o)
+    ckpt, state, shares = rates(o)
+    assert len(shares) >= 2 and shares == sorted(shares, reverse=True) and shares[-1] < 0.5
+    assert json.loads((ckpt / "llara-time.json").read_text())["minutes"] >= 0.1
+    held = opts(tmp_path, "held", max_steps=None, max_time=0.05, save_every=10**6, lr_decay=False)
+    run_pretrain(str(tiny_model_dir), corpus, held)
+    assert set(rates(held)[2]) == {1.0}  # --no-lr-decay: warm up, then hold to the end
+
+    shutil.rmtree(o.output)  # as if killed after its last checkpoint, with the budget spent
+    run_pretrain(str(tiny_model_dir), corpus, opts(tmp_path, max_steps=None, max_time=0.1, resume=True))
+    steps = sorted(int(p.name.split("-")[1]) for p in o.checkpoint_dir.iterdir())
+    assert steps[-1] == state["global_step"] + 1 and (o.output / "llara.json").is_file()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -145,6 +173,26 @@ def test_torchrun_two_processes_pretrain_checkpoint_and_resume(tiny_model_dir, c
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_torchrun_ranks_share_one_clock_under_max_time(tiny_model_dir, corpus, tmp_path):
+    """Two gloo ranks bounded by --max-time alone: they take the slowest rank's clock, so both stop at
+    the same step (one rank stopping first would leave the other waiting in its gradient all-reduce) and
+    decay the learning rate alike."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "t"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+           "-m", "llara", "pretrain", "--model", str(tiny_model_dir), "--corpus", str(corpus), "--output", str(out),
+           "--max-time", "0.15", "--batch-size", "2", "--chunk-tokens", "72", "--precision", "fp32",
+           "--logging-steps", "1", "--save-every", "100000"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (ckpt,) = (tmp_path / "t-checkpoints").iterdir()
+    log = json.loads((ckpt / "trainer_state.json").read_text())["log_history"]
+    rates = [h["learning_rate"] for h in log if "learning_rate" in h]
+    assert rates[-1] < max(rates) and (out / "llara.json").is_file()
 
 
 def test_a_save_killed_half_way_leaves_no_checkpoint_and_is_cleared(tiny_model_dir, corpus, tmp_path):

@@ -17,6 +17,7 @@ the final model folder is written under a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -343,6 +344,7 @@ def save_from_checkpoint(checkpoint: str, config: ModelConfig, output: str | os.
 
 # ---------------------------------------------------------------------------------- checkpoints
 KEEP_MARK = "llara-keep"  # in a checkpoint folder: never rotated out
+TIME_FILE = "llara-time.json"  # in a checkpoint folder: minutes trained up to it, for --max-time on --resume
 
 
 def verify_checkpoint(folder: Path) -> None:
@@ -382,18 +384,36 @@ def rotate_checkpoints(root: Path, keep: int) -> list[Path]:
 
 # ------------------------------------------------------------------------------------ callbacks
 class TimeLimit(TrainerCallback):
-    """Stop cleanly (with a checkpoint) after `minutes`; also checkpoint at the given minutes."""
+    """Stop cleanly (with a checkpoint) after `minutes`; also checkpoint at the given minutes.
+
+    The minutes count the whole run: a run resumed from a checkpoint starts at the training time that
+    checkpoint recorded (`TIME_FILE`), so --max-time is one budget across crashes, and a learning rate
+    that decays by time goes on from where it was.
+    """
 
     def __init__(self, minutes: float | None, save_at: list[float] | None = None) -> None:
         self.minutes, self.save_at = minutes, sorted(save_at or [])
+        self.already = 0.0  # minutes trained before this process (from the resumed checkpoint)
+        self.agreed = 0.0  # minutes at the last step's end, the same on every rank
         self.start = time.monotonic()
         self.requested: set[int] = set()  # steps checkpointed for `save_at`
 
+    def elapsed(self) -> float:
+        """Minutes of training so far on this process's clock, before a resume included."""
+        return self.already + (time.monotonic() - self.start) / 60
+
+    def share_left(self) -> float:
+        """The share of the time budget used up to the last step, 1 -> 0 (1 without a budget)."""
+        return 1.0 if not self.minutes else max(0.0, 1.0 - self.agreed / self.minutes)
+
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.monotonic()
+        self.start, self.agreed = time.monotonic(), self.already
+        self.save_at = [m for m in self.save_at if m > self.already]  # saved before the resume
 
     def on_step_end(self, args, state, control, **kwargs):
-        elapsed = (time.monotonic() - self.start) / 60
+        if self.minutes is None and not self.save_at:
+            return control
+        self.agreed = elapsed = slowest_clock(self.elapsed())
         if self.save_at and elapsed >= self.save_at[0]:
             while self.save_at and elapsed >= self.save_at[0]:
                 self.save_at.pop(0)
@@ -406,23 +426,35 @@ class TimeLimit(TrainerCallback):
         return control
 
 
+def slowest_clock(minutes: float) -> float:
+    """The largest of every rank's `minutes`: under torchrun the ranks then stop at the same step and
+    decay the learning rate alike (each rank's own clock would let them drift apart)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return minutes
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    clock = torch.tensor([minutes], dtype=torch.float64, device=device)
+    dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+    return float(clock.item())
+
+
 class TimeProgress(TrainerCallback):
     """A progress bar in minutes for runs bounded by --max-time alone (the step count is unknown, so
     the Trainer's own bar would count towards a meaningless 10^9 steps)."""
 
-    def __init__(self, minutes: float) -> None:
-        self.minutes, self.bar, self.start = minutes, None, time.monotonic()
+    def __init__(self, limit: TimeLimit) -> None:
+        self.limit, self.bar = limit, None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.start = time.monotonic()
-            self.bar = tqdm(total=round(self.minutes * 60), unit="s", desc="training", dynamic_ncols=True)
+            self.bar = tqdm(total=round(self.limit.minutes * 60), unit="s", desc="training", dynamic_ncols=True)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
-            self.bar.n = min(self.bar.total, round(time.monotonic() - self.start))
+            self.bar.n = min(self.bar.total, round(self.limit.elapsed() * 60))
             self.bar.set_postfix(step=state.global_step, refresh=False)
             self.bar.refresh()
 
@@ -451,7 +483,7 @@ class LlaraTrainer(Trainer):
         super().__init__(*args, callbacks=callbacks, **kwargs)
         if opts.max_steps is None and opts.max_time is not None and not self.args.disable_tqdm:
             self.remove_callback(ProgressCallback)
-            self.add_callback(TimeProgress(opts.max_time))
+            self.add_callback(TimeProgress(self._time_limit))
         self.opts, self.recipe = opts, recipe
         self.model_config = config  # llara.json of each checkpoint and of the final model
         # Our losses are means per micro-batch: let the Trainer divide by the accumulation steps.
@@ -469,6 +501,25 @@ class LlaraTrainer(Trainer):
             kwargs.pop("lr", None)
             self.optimizer = cls(groups, lr=self.args.learning_rate, **kwargs)
         return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """--lr-decay on a run bounded by --max-time alone: warm up over the first steps, then fall
+        linearly to 0 at the time limit (the step count is unknown, so the schedule reads the clock)."""
+        if self.lr_scheduler is None and self.opts.max_steps is None and self.opts.lr_decay:
+            warmup, limit = max(1, self.args.warmup_steps), self._time_limit
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer, lambda step: min(1.0, step / warmup) * limit.share_left()
+            )
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        spent = Path(resume_from_checkpoint or "") / TIME_FILE
+        if resume_from_checkpoint and spent.is_file():  # checkpoints of older llara have none: a fresh budget
+            minutes = float(json.loads(spent.read_text()).get("minutes", 0.0))
+            self._time_limit.already = minutes
+            log.info("resuming after %.1f minutes of training", minutes)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _save_checkpoint(self, model, trial) -> None:
         """Write checkpoint-N under `.staging/` and rename it into place once complete.
@@ -493,6 +544,7 @@ class LlaraTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             self.model_config.save(staging)
+            write_json(staging / TIME_FILE, {"minutes": round(self._time_limit.agreed, 4)})
             if not (staging / "config.json").exists():  # beside a LoRA adapter: what marks a model folder
                 write_json(staging / "config.json", self.model.config.to_dict())
             if self.state.global_step in self._time_limit.requested:

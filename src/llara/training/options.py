@@ -21,6 +21,10 @@ from llara.errors import LlaraError
 from llara.settings import Precision, TextCase, comma_names, comma_numbers, joined, option
 
 LORA_SHORT = ("q", "k", "v", "o", "gate", "up", "down")  # LLaMA-family projection names without "_proj"
+LR_DECAY_HELP = (
+    "with --max-time alone: after 10 warm-up steps the learning rate falls linearly to 0 at the time limit "
+    "(--no-lr-decay: held; a --max-steps run always decays over its steps)"
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class TrainOptions:
     lora_targets: list[str] = option(
         help="comma-separated modules", factory=lambda: list(LORA_SHORT), parse=comma_names, show=joined
     )
+    lr_decay: bool = option(False, LR_DECAY_HELP)
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")

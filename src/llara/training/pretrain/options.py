@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llara.settings import option
-from llara.training.options import TrainOptions
+from llara.training.options import LR_DECAY_HELP, TrainOptions
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class PretrainOptions(TrainOptions):
     )
     # No LoRA dropout: its masks cost ~1.3x step time on CPU (benchmarks/bench_lora_dropout.py).
     lora_dropout: float = option(0.0, "dropout on LoRA inputs")
+    # Held at its rate, adaptation's zero-shot retrieval peaks in the first minutes and then falls while the
+    # loss still falls (benchmarks/RESULTS.md, issue 23): the rate decays to 0 over the time budget.
+    lr_decay: bool = option(True, LR_DECAY_HELP)
     # pretraining needs "last" pooling and one prefix shared by both prompts
     recipe: str = option("reference", "a built-in recipe name (reference | paper) or a recipe file (TOML/JSON)")
     chunk_tokens: int = option(
