@@ -251,6 +251,7 @@ MEANINGS: dict[str, str] = {
     "--special-lr": "the learning rate of the special-token embeddings",
     "--max-steps": "optimizer steps",
     "--max-time": "minutes of training; stop, checkpoint and save when reached",
+    "--lr-decay": "with --max-time alone, let the learning rate fall linearly to 0 at the time limit",
     "--full": "train every weight instead of LoRA",
     "--lora-r": "LoRA rank",
     "--lora-alpha": "LoRA scaling",
