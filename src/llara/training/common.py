@@ -267,7 +267,8 @@ def training_arguments(opts: TrainOptions, **overrides) -> TrainingArguments:
         output_dir=str(opts.checkpoint_dir),
         max_steps=opts.max_steps or 10**9,  # --max-time alone: the time callback ends the run
         learning_rate=opts.lr,
-        # A run bounded only by time has no known length to decay over: warm up, then hold the rate.
+        # A run bounded only by time has no step count to decay over: warm up, then hold the rate, unless
+        # --lr-decay, where LlaraTrainer.create_scheduler replaces this schedule with one that reads the clock.
         lr_scheduler_type="constant_with_warmup" if by_time_only else "linear",
         warmup_steps=10 if by_time_only else max(1, round(opts.warmup_ratio * opts.max_steps)),
         weight_decay=opts.weight_decay,
