@@ -143,8 +143,13 @@ def test_tuning_uses_only_the_tuning_split(small_beir):
 def test_hybrid_run_is_the_fusion_of_the_bm25_and_dense_runs(small_beir):
     data = load_beir(small_beir)
     hybrid = evaluate_hybrid(BagOfWords(), data, Fusion("rrf"), k=20, show_progress_bar=False)
-    expected = fuse(evaluate_bm25(data, 20).run, evaluate_dense(BagOfWords(), data, 20).run, Fusion("rrf"), 20)
+    bm25, dense = evaluate_bm25(data, 20).run, evaluate_dense(BagOfWords(), data, 20).run
+    expected = fuse(bm25, dense, Fusion("rrf"), 20)
     assert {q: order(r) for q, r in hybrid.run.items()} == {q: order(r) for q, r in expected.items()}
+    # the runs it fused are kept, the evaluated queries' only
+    for name, run in (("bm25", bm25), ("dense", dense)):
+        assert set(hybrid.components[name]) == set(data.queries)
+        assert {q: order(r) for q, r in hybrid.components[name].items()} == {q: order(r) for q, r in run.items()}
     assert set(hybrid.per_query) == set(data.qrels)
     assert hybrid.metrics["nDCG@10"] == pytest.approx(np.mean([v["nDCG@10"] for v in hybrid.per_query.values()]))
     components = hybrid.info["fusion"]["components"]

@@ -61,6 +61,7 @@ class Evaluation:
     per_query: dict[str, dict[str, float]] = field(default_factory=dict)  # OUT/per_query.json, for `llara compare`
     info: dict = field(default_factory=dict)  # method-specific settings for metrics.json (hybrid: fusion)
     fusion: Fusion | None = None  # a hybrid's fusion as it ran (its weight chosen)
+    components: dict[str, Run] = field(default_factory=dict)  # a hybrid's BM25 and dense runs, before fusion
 
 
 def _scored(run: Run, qrels: dict[str, dict[str, int]], timings: dict[str, float]) -> Evaluation:
@@ -190,6 +191,7 @@ def evaluate_hybrid(
         "documents_read": encoded.documents,
     }
     result.fusion = fusion
+    result.components = {"bm25": only(sparse.run, data.queries), "dense": only(dense_run, data.queries)}
     return result
 
 
