@@ -268,7 +268,7 @@ def test_batcher_keeps_clients_in_one_batch_and_routes_each_answer():
     batcher = asyncio.run(main())
     assert batcher.texts == 160 and batcher.pending == 0
     # Ideally 10 passes of all 16 clients (without the rejoin wait: 19, two cohorts taking turns). A loaded
-    # machine can miss the first pass's 1-ms gathering or one rejoin, which costs one extra pass, not cohorts.
+    # machine can miss the first pass's 1-ms gathering or a rejoin, which costs an extra pass, not cohorts.
     assert batcher.batches <= 12
     full = calls.count((4, "query")), calls.count((12, "passage"))  # one encoder call per side
     assert min(full) >= 8, calls

@@ -181,7 +181,8 @@ def evaluate_hybrid(
             )
     choose_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run = fuse(only(sparse.run, data.queries), only(dense_run, data.queries), fusion, k)
+    fused = {"bm25": only(sparse.run, data.queries), "dense": only(dense_run, data.queries)}
+    run = fuse(fused["bm25"], fused["dense"], fusion, k)
     timings = {f"bm25_{n}": v for n, v in sparse.timings.items()} | dense_timings
     result = _scored(run, data.qrels, timings | {"choose_fusion_s": choose_s, "fuse_s": time.perf_counter() - t0})
     # the components' own figures on the evaluated split, so one hybrid run shows all three
@@ -191,7 +192,7 @@ def evaluate_hybrid(
         "documents_read": encoded.documents,
     }
     result.fusion = fusion
-    result.components = {"bm25": only(sparse.run, data.queries), "dense": only(dense_run, data.queries)}
+    result.components = fused
     return result
 
 
