@@ -3,9 +3,12 @@
 import json
 import statistics
 
+import pytest
+
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow
 def test_ablate_runs_every_arm_and_resumes(tiny_model_dir, arxiv_subset, tmp_path):
     out = tmp_path / "ablate"
     args = ["ablate", "--data", arxiv_subset, "--output", out, "--model", tiny_model_dir]

@@ -84,6 +84,7 @@ def test_weigh_picks_bm25_alone_for_a_useless_dense_side_and_a_high_weight_for_a
     assert strong.weight > 0.5 and strong.weights[f"{strong.weight:g}"] == 1.0
 
 
+@pytest.mark.slow
 def test_raw_model_hybrid_is_not_significantly_worse_than_bm25_on_arxiv(arxiv_dir, smollm2_dir):
     """The raw built-in model is far below BM25 on arXiv titles -> abstracts: the default hybrid must not
     be significantly worse than BM25 (paired randomization test); equal-weight RRF is recorded beside it."""

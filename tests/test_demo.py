@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from llara.data.beir import load_beir
 from llara.evaluation import score_run
 from llara.experiments.demo import Budget, row_names, run_demo
@@ -16,6 +18,7 @@ def started(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("> ")]
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_resumes(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "demo"
     report = run_demo(out, model=str(tiny_model_dir), budget=TINY)

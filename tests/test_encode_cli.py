@@ -10,6 +10,7 @@ from llara.retrieval.runs import read_trec_run
 from tests.conftest import make_tiny_model, run_cli
 
 
+@pytest.mark.slow
 def test_encode_index_search_round_trip_matches_evaluate(tiny_model_dir, arxiv_subset, tmp_path):
     emb, data = tmp_path / "emb", load_beir(arxiv_subset)
     common = ("--model", tiny_model_dir, "--precision", "fp32")
@@ -40,6 +41,7 @@ def test_encode_index_search_round_trip_matches_evaluate(tiny_model_dir, arxiv_s
     assert metrics["hnsw"]["nDCG@10"] == pytest.approx(metrics["flat"]["nDCG@10"], abs=0.02)
 
 
+@pytest.mark.slow
 def test_search_with_another_model_exits_2_and_writes_nothing(tiny_model_dir, arxiv_subset, tmp_path):
     emb = tmp_path / "emb"
     corpus = arxiv_subset / "corpus.jsonl"
@@ -56,6 +58,7 @@ def test_search_with_another_model_exits_2_and_writes_nothing(tiny_model_dir, ar
     assert res.returncode == 2 and "--resume" in res.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_encode_one_shard_each(tiny_model_dir, arxiv_subset, tmp_path):
     """`torchrun --nproc_per_node 2 -m llara encode`: each rank takes its shard from RANK/WORLD_SIZE,
     and the merged index holds exactly the single-process embeddings."""

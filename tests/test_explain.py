@@ -77,6 +77,7 @@ def test_batch_matches_single(encoder):
     assert [t.id for t in many[0].tokens] == [t.id for t in explain(encoder, TEXT, top_k=5).tokens]
 
 
+@pytest.mark.slow
 def test_cli_table_json_and_bad_arguments(tiny_model_dir):
     r = run_cli("explain", "--model", tiny_model_dir, TEXT, "--top-tokens", "5")
     assert r.returncode == 0, r.stderr
@@ -90,7 +91,6 @@ def test_cli_table_json_and_bad_arguments(tiny_model_dir):
     assert bad.returncode == 2 and "error" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.slow
 def test_smollm2_reads_its_own_words(smollm2_dir):
     enc = LlaraEncoder.from_pretrained(smollm2_dir, precision="fp32")
     text = "Dense retrieval encodes queries and documents into vectors with a large language model."

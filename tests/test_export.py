@@ -106,6 +106,7 @@ def test_existing_output_is_refused_then_replaced(encoder, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
+@pytest.mark.slow
 def test_cli_export_and_bad_input(tiny_model_dir, tmp_path):
     out = tmp_path / "st"
     r = run_cli("export", "--model", tiny_model_dir, "--output", out, "--format", "sentence-transformers")
@@ -118,7 +119,6 @@ def test_cli_export_and_bad_input(tiny_model_dir, tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
-@pytest.mark.slow
 def test_smollm2_sentence_transformers_export(smollm2_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 

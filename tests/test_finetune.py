@@ -107,6 +107,7 @@ def test_finetune_cli_bad_input_writes_nothing(tiny_model_dir, tmp_path):
     assert not out.exists() and not (tmp_path / "ft-checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_trained_lengths_travel_with_the_model(tiny_model_dir, tmp_path):
     """A model fine-tuned at query 280 / passage 300 tokens (longer than the 256/256 defaults) is evaluated,
     encoded and exported at 280 / 300, unless a flag says otherwise."""
@@ -179,6 +180,7 @@ def test_cli_records_the_profile_it_trained_with(tiny_model_dir, tmp_path):
     assert encoding == (max(QUERY_MAX_LENGTH, query), PASSAGE_MAX_LENGTH)
 
 
+@pytest.mark.slow
 def test_epochs_stop_a_timed_run(tiny_model_dir, tmp_path):
     """--epochs ends a --max-time run after that many passes over the rows; --max-steps, when fewer, wins."""
     train = write_rows(tmp_path / "t.jsonl", ROWS)

@@ -80,6 +80,7 @@ def run_limited(gib: float, *args) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
+@pytest.mark.slow
 def test_finetune_under_a_memory_limit_fits_itself_or_stops_clearly(tiny_model_dir, tmp_path):
     words = "dense passage retrieval index library vector token".split()
     rows = [

@@ -19,7 +19,6 @@ def test_unknown_name_is_refused():
         resolve_model("no-such-model")
 
 
-@pytest.mark.slow
 def test_smollm2_gguf_converts_once_to_a_safetensors_folder(smollm2_dir):
     assert smollm2_dir.is_dir() and any(smollm2_dir.glob("*.safetensors"))
     assert not list(smollm2_dir.parent.glob(".*"))  # no temporary folder left behind

@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 from llara.calibration import sample_weak_pairs
 from llara.data.beir import read_corpus
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow
 def test_pipeline_runs_every_stage_holds_its_check_out_of_training_and_resumes(tiny_model_dir, arxiv_subset, tmp_path):
     out = tmp_path / "pipe"
     corpus = tmp_path / "corpus.jsonl"
@@ -67,6 +70,7 @@ def test_pipeline_runs_every_stage_holds_its_check_out_of_training_and_resumes(t
     assert "fusion: " in said and "recorded in" not in said
 
 
+@pytest.mark.slow
 def test_pipeline_by_default_fine_tunes_the_model_itself(tiny_model_dir, arxiv_subset, tmp_path):
     """No --pretrain-minutes (default 0: fine-tuning from the raw model beat 12 + 12 minutes on the suite):
     no adapt stage, no adapted folder, fine-tuning starts from --model; a negative budget is refused in

@@ -134,7 +134,6 @@ def test_targets_exclude_special_ids_and_repeat(tiny_model_dir):
     assert (targets[1] == -1).all()
 
 
-@pytest.mark.slow
 def test_joint_pass_equals_two_passes_smollm2(smollm2_dir):
     model, collator, features = setup(smollm2_dir, "reference")
     features = features[:2]

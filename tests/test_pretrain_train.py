@@ -136,7 +136,6 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tiny_model_dir, corpus, tmp_pa
     assert not out.exists() and not (tmp_path / "out-checkpoints").exists()
 
 
-@pytest.mark.slow
 def test_pretrain_smollm2_few_steps(smollm2_dir, corpus, tmp_path):
     out = run_pretrain(str(smollm2_dir), corpus, opts(tmp_path, max_steps=2, save_every=100, chunk_tokens=64))
     encoder = LlaraEncoder.from_pretrained(out)
@@ -175,6 +174,7 @@ def test_torchrun_two_processes_pretrain_checkpoint_and_resume(tiny_model_dir, c
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_share_one_clock_under_max_time(tiny_model_dir, corpus, tmp_path):
     """Two gloo ranks bounded by --max-time alone: they take the slowest rank's clock, so both stop at
     the same step (one rank stopping first would leave the other waiting in its gradient all-reduce) and

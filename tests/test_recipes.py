@@ -300,6 +300,7 @@ pooling = "last"
 """
 
 
+@pytest.mark.slow
 def test_pretrain_then_finetune_keep_a_user_recipe(tiny_model_dir, tmp_path):
     text = "The library is a system of information. A dense passage retrieval model embeds text.\n\n" * 6
     corpus = write(tmp_path, "corpus.txt", text)
