@@ -7,7 +7,14 @@ import pytest
 from transformers import AutoTokenizer
 
 from llara.errors import LlaraError
-from llara.training.pretrain.data import PretrainDataset, chunk_ids, count_documents, iter_documents, split_sentences
+from llara.training.pretrain.data import (
+    PretrainDataset,
+    chunk_ids,
+    count_documents,
+    halve,
+    iter_documents,
+    split_sentences,
+)
 
 DOC1 = "The library is a system. The index is a model of data! Is the query a text? The search user reads."
 DOC2 = "A dense passage retrieval model embeds text. Information science is old."
@@ -38,6 +45,23 @@ def test_chunk_ids_packs_whole_sentences_within_budget():
     assert all(len(c) <= 5 for c in chunks)
     assert list(itertools.chain(*chunks)) == list(itertools.chain(*sentences))  # nothing lost, order kept
     assert chunks[0] == [1, 2, 3, 4, 5] and chunks[1] == [6, 7, 8, 9]  # a sentence is not split if it fits
+
+
+def test_halve_cuts_at_the_sentence_boundary_nearest_the_middle():
+    assert halve([[1, 2, 3], [4], [5, 6, 7, 8]]) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert halve([[1], [2, 3, 4, 5, 6]]) == [[1], [2, 3, 4, 5, 6]]  # whole sentences only
+    assert halve([[1, 2, 3, 4, 5], [6]]) == [[1, 2, 3, 4, 5], [6]]
+
+
+def test_a_short_document_is_halved_so_ebar_has_a_target(tmp_path, tokenizer):
+    corpus = write(tmp_path / "c.txt", f"{DOC1}\n\nOne sentence only.\n")
+    whole = tokenizer(split_sentences(DOC1), add_special_tokens=False)["input_ids"]
+    first, second, single = PretrainDataset(corpus, tokenizer, text_budget=200, halve_short=True).chunks()
+    assert first["text_ids"] + second["text_ids"] == list(itertools.chain(*whole))  # nothing lost, order kept
+    assert first["next_ids"] == second["text_ids"] and second["next_ids"] is None
+    assert single["next_ids"] is None  # one sentence: nothing to cut
+    kept = list(PretrainDataset(corpus, tokenizer, text_budget=200).chunks())  # the default: kept whole
+    assert [r["text_ids"] for r in kept] == [list(itertools.chain(*whole)), single["text_ids"]]
 
 
 def test_txt_corpus_chunks_and_next_targets(tmp_path, tokenizer):

@@ -10,8 +10,10 @@ counted in one warning.
 
 A document is split on sentence boundaries into consecutive chunks of at most `text_budget` tokens
 (the chunk length minus the joint prompt: prefix and both suffixes). Chunk i is trained with EBAE
-on itself and EBAR on chunk i+1; a document's last chunk has no EBAR target. Everything streams; a
-seeded shuffle buffer mixes chunks deterministically, so a resumed run sees the same order.
+on itself and EBAR on chunk i+1; a document's last chunk has no EBAR target. A document of several
+sentences that fits one chunk can be cut in two at the sentence boundary nearest its middle (`halve`,
+--halve-short), so that EBAR, which trains the query side, learns on short documents too. Everything
+streams; a seeded shuffle buffer mixes chunks deterministically, so a resumed run sees the same order.
 """
 
 from __future__ import annotations
@@ -142,6 +144,17 @@ def chunk_ids(sentence_ids: list[list[int]], budget: int) -> list[list[int]]:
     return chunks
 
 
+def halve(sentence_ids: list[list[int]]) -> list[list[int]]:
+    """A document of whole sentences as two chunks, cut at the sentence boundary nearest its middle (in tokens)."""
+    total = sum(len(ids) for ids in sentence_ids)
+    seen, cut, best = 0, 1, total
+    for k, ids in enumerate(sentence_ids[:-1], start=1):
+        seen += len(ids)
+        if abs(total - 2 * seen) < best:
+            cut, best = k, abs(total - 2 * seen)
+    return [sum(sentence_ids[:cut], []), sum(sentence_ids[cut:], [])]
+
+
 class PretrainDataset(IterableDataset):
     """Endless stream of {"text_ids", "own_ids", "next_ids"} examples (next_ids is None for a last chunk).
 
@@ -167,6 +180,7 @@ class PretrainDataset(IterableDataset):
         target_length: int | None = None,
         remove_stop_words: bool = False,
         text_case: str = "as-given",
+        halve_short: bool = False,
     ) -> None:
         if text_budget < 1:
             raise LlaraError(f"chunk length leaves no room for text ({text_budget} tokens)")
@@ -175,6 +189,7 @@ class PretrainDataset(IterableDataset):
         self.target_length = target_length or text_budget
         self.remove_stop_words = remove_stop_words
         self.text_case = text_case
+        self.halve_short = halve_short
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -201,7 +216,10 @@ class PretrainDataset(IterableDataset):
                     "next_ids": self._target(doc.predict) if doc.predict else None,
                 }
                 continue
-            pieces = chunk_ids(self._ids(split_sentences(text)), self.budget)
+            sentences = self._ids(split_sentences(text))
+            pieces = chunk_ids(sentences, self.budget)
+            if self.halve_short and len(pieces) == 1 and len(sentences) > 1:
+                pieces = halve(sentences)  # so that EBAR has a next passage to predict on short documents too
             for i, ids in enumerate(pieces):
                 nxt = pieces[i + 1] if i + 1 < len(pieces) else None
                 yield {"text_ids": ids, "own_ids": self._chunk_target(ids), "next_ids": self._chunk_target(nxt)}

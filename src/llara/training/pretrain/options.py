@@ -37,4 +37,10 @@ class PretrainOptions(TrainOptions):
     remove_stop_words: bool = option(
         False, "drop punctuation and NLTK English stop words from the bag-of-words targets"
     )
+    # Off by default: on the suite it helped ADI and cost CACM about as much (benchmarks/RESULTS.md, issue 23).
+    halve_short: bool = option(
+        False,
+        "split a document of several sentences that fits one chunk in two at a sentence boundary, so that EBAR "
+        "has a next passage to predict on short documents too",
+    )
     shuffle_buffer: int = 2048  # documents shuffled together while streaming the corpus

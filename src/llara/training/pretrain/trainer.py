@@ -83,6 +83,7 @@ def run_pretrain(model_name: str, corpus: str | Path, opts: PretrainOptions, tru
         "chunk_tokens": opts.chunk_tokens,
         "lm_loss": opts.lm_loss,
         "remove_stop_words": opts.remove_stop_words,
+        "halve_short": opts.halve_short,
     }
     config = base.trained(stage, recipe=recipe_)
     if finished_checkpoint(opts, resume):  # nothing left to train: no need to load the base model
@@ -144,6 +145,7 @@ def pretrain_trainer(
         target_length=opts.chunk_tokens,  # the reference cuts a target text at cutoff_len
         remove_stop_words=opts.remove_stop_words,
         text_case=config.text_case,
+        halve_short=opts.halve_short,
     )
     log.info("%d text tokens per chunk", budget)
     return PretrainTrainer(
