@@ -131,9 +131,12 @@ def test_cli_pretrain_records_text_case_as_given(tiny_model_dir, tmp_path):
     res = run_cli(
         "pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--output", out, "--max-steps", "1",
         "--batch-size", "2", "--chunk-tokens", "72", "--precision", "fp32", "--text-case", "as-given",
+        "--halve-short",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert json.loads((out / "llara.json").read_text())["text_case"] == "as-given"
+    record = json.loads((out / "llara.json").read_text())
+    assert record["text_case"] == "as-given"
+    assert record["training"][-1]["halve_short"] is True  # the run's switches travel with the model
     assert "in capitals only" not in res.stderr
     bad = run_cli("pretrain", "--model", tiny_model_dir, "--corpus", corpus, "--output", tmp_path / "b",
                   "--max-steps", "1", "--text-case", "lower")  # fmt: skip
